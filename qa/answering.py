@@ -1,0 +1,253 @@
+"""Answering stage: pick the sentences that answer, mark the answer words, or say none do.
+
+Each candidate sentence (body sentences of the top passages) is scored by
+
+    score = W_COS * cosine(question, sentence)
+          + W_LEX * idf-weighted share of the question's content terms in the sentence
+          + W_PASSAGE * fused retrieval score of its best passage (relative to the best)
+
+and the question is declared unanswered when the best score is below a threshold
+calibrated by ``qa eval --calibrate`` (stored in ``qa/calibration.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .index import Index, bm25_tokenize
+from .types import Passage, Quote, Sentence, Source
+
+CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
+W_COS, W_LEX, W_PASSAGE = 0.5, 0.4, 0.1
+DEFAULT_THRESHOLD = 0.35
+
+
+@dataclass(frozen=True)
+class Calibration:
+    threshold: float = DEFAULT_THRESHOLD
+    w_cos: float = W_COS
+    w_lex: float = W_LEX
+    w_passage: float = W_PASSAGE
+    how: str = "default"
+
+    @classmethod
+    def load(cls, path: Path = CALIBRATION_FILE) -> "Calibration":
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return cls()
+        keys = {"threshold", "w_cos", "w_lex", "w_passage", "how"}
+        return cls(**{k: v for k, v in data.items() if k in keys})
+
+
+@dataclass
+class Candidate:
+    sentence: Sentence
+    idx: int  # position in its document
+    cos: float
+    lex: float
+    passage: float
+    score: float = 0.0
+
+
+# --------------------------------------------------------------------------- lexical
+
+
+def _idf(index: Index) -> tuple[dict[str, float], float]:
+    """idf per (stemmed) term from the BM25 matrix, and the idf of an unseen term."""
+    cached = getattr(index, "_idf_cache", None)
+    if cached is not None:
+        return cached
+    if index.bm25 is None:
+        out: tuple[dict[str, float], float] = ({}, 1.0)
+    else:
+        n = int(index.bm25_ids.size)
+        indptr = np.asarray(index.bm25.scores["indptr"])
+        df = np.diff(indptr)
+        idf = np.log(1.0 + (n - df + 0.5) / (df + 0.5))
+        out = ({t: float(idf[i]) for t, i in index.bm25.vocab_dict.items() if i < len(idf)},
+               float(math.log(1.0 + (n + 0.5) / 0.5)))
+    index._idf_cache = out  # type: ignore[attr-defined]
+    return out
+
+
+def lexical_overlap(q_terms: list[str], s_terms: set[str], idf: dict[str, float], unseen: float) -> float:
+    if not q_terms:
+        return 0.0
+    weights = {t: idf.get(t, unseen) for t in set(q_terms)}
+    total = sum(weights.values())
+    hit = sum(w for t, w in weights.items() if t in s_terms)
+    return hit / total if total else 0.0
+
+
+# --------------------------------------------------------------------------- spans
+
+_Q_TYPES = [
+    ("num", r"\bhow (many|much|old|long|far)\b|\bwhat (number|percent(age)?|proportion|share|age)\b"
+            r"|\bwhat fraction\b"),
+    ("date", r"\bwhen\b|\b(what|which|in what) (year|date|month|day|time|decade|century)\b"),
+    ("who", r"\bwho(m|se)?\b|\b(what|which) (person|man|woman|official|leader|organi[sz]ation|group"
+            r"|agency|newspaper|commission|body|company|church)\b"),
+    ("where", r"\bwhere\b|\b(what|which|in what) (country|countries|city|cities|province|place"
+              r"|region|state|town|river|border)\b"),
+]
+_MONTH = (r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?"
+          r"|Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)\.?")
+_NUMWORD = (r"(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|fifteen|twenty"
+            r"|thirty|forty|fifty|sixty|hundred|thousand|dozen|dozens|hundreds|thousands|millions"
+            r"|tens of thousands)")
+_PATTERNS = {
+    "num": re.compile(
+        r"(?:(?:about|around|at least|more than|over|nearly|almost|some|up to)\s)?"
+        r"(?:\$\s?)?\d[\d,.]*(?:\s?-\s?\d[\d,.]*)?(?:\s?(?:%|percent|per cent|million|billion"
+        r"|thousand|hundred))?(?:[- ](?:year|month|day|hour)s?(?:[- ]old)?)?"
+        r"|\b(?:(?:about|around|at least|more than|over|nearly|some)\s)?" + _NUMWORD
+        + r"(?:\s(?:of\s)?(?:hundred|thousand|million)s?)?\b",
+        re.IGNORECASE,
+    ),
+    "date": re.compile(
+        r"\b(?:(?:early|late|mid)[- ])?" + _MONTH + r"(?:\s\d{1,2}(?:st|nd|rd|th)?)?(?:,?\s\d{4})?"
+        r"|\b\d{1,2}/\d{1,2}/\d{2,4}\b|\b(?:1[5-9]|20)\d\d(?:s)?\b"
+        r"|\blast (?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday|week|month|year)\b"
+        r"|\b(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday)\b"
+    ),
+    "who": re.compile(
+        r"\b[A-Z][\w’'\-.]*(?:\s(?:of|for|the|and|de|van|von|al|on)?\s?[A-Z][\w’'\-.]*)*"
+        r"(?:\s\([A-Z]{2,}\))?"
+    ),
+}
+_PATTERNS["where"] = _PATTERNS["who"]
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def question_type(question: str) -> str | None:
+    q = question.lower()
+    for name, pat in _Q_TYPES:
+        if re.search(pat, q):
+            return name
+    return None
+
+
+def answer_span(question: str, sentence: str) -> tuple[int, int] | None:
+    """Offsets (within ``sentence``) of the words that answer ``question``, if recognisable.
+
+    The candidate must be of the type the question asks for (a number for "how many",
+    a date for "when", a name for "who"/"where"), must add words the question lacks,
+    and is the one nearest the question's words in the sentence.
+    """
+    qtype = question_type(question)
+    if qtype is None:
+        return None
+    q_words = {w.lower() for w in _WORD.findall(question)}
+    anchors = [m.start() for m in _WORD.finditer(sentence)
+               if m.group().lower() in q_words and len(m.group()) > 3]
+    best: tuple[float, int, int] | None = None
+    for m in _PATTERNS[qtype].finditer(sentence):
+        s, e = m.start(), m.end()
+        text = sentence[s:e].strip(" ,.;:")
+        s = sentence.index(text, s) if text else s
+        e = s + len(text)
+        words = {w.lower() for w in _WORD.findall(text)}
+        if not words or words <= q_words:
+            continue
+        if qtype in ("who", "where") and s == 0 and len(words) == 1:
+            continue  # a capitalised first word is usually just the start of the sentence
+        dist = min((abs(a - s) for a in anchors), default=0)
+        key = (dist, s, e)
+        if best is None or key < best:
+            best = key
+    return None if best is None else (best[1], best[2])
+
+
+# --------------------------------------------------------------------------- selection
+
+
+def candidates(index: Index, question: str, qvec: np.ndarray, passages: list[Passage],
+               cal: Calibration) -> list[Candidate]:
+    """Score every quotable sentence of the passages; best first."""
+    if not passages:
+        return []
+    idf, unseen = _idf(index)
+    q_terms = bm25_tokenize([question])[0]
+    top_fused = max(p.score for p in passages)
+    seen: dict[tuple[str, int], Candidate] = {}
+    for p in passages:
+        rows = index.chunks([p.chunk_id])
+        if p.chunk_id not in rows:
+            continue
+        _, _, _, first, last = rows[p.chunk_id]
+        sents = index.sentences(p.doc_id, first, last)
+        if not sents:
+            continue
+        vecs = np.stack([v for _, _, v in sents])
+        cos = vecs @ qvec.astype(np.float32)
+        s_terms_list = bm25_tokenize([s.text for _, s, _ in sents])
+        for (idx, sent, _), c, s_terms in zip(sents, cos, s_terms_list):
+            if not sent.quotable:
+                continue
+            key = (sent.doc_id, idx)
+            rel = p.score / top_fused if top_fused else 0.0
+            if key in seen:
+                seen[key].passage = max(seen[key].passage, rel)
+                continue
+            lex = lexical_overlap(q_terms, set(s_terms), idf, unseen)
+            seen[key] = Candidate(sent, idx, float(c), lex, rel)
+    out = list(seen.values())
+    for c in out:
+        c.score = cal.w_cos * c.cos + cal.w_lex * c.lex + cal.w_passage * c.passage
+    out.sort(key=lambda c: (-c.score, c.sentence.doc_id, c.idx))
+    return out
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
+def build_quotes(index: Index, question: str, cands: list[Candidate], top: int,
+                 sources: dict[str, Source]) -> list[Quote]:
+    """Group identical sentences across documents; return the ``top`` groups as quotes."""
+    groups: dict[str, list[Candidate]] = {}
+    order: list[str] = []
+    for c in cands:
+        k = _norm(c.sentence.text)
+        if k not in groups:
+            groups[k] = []
+            order.append(k)
+        groups[k].append(c)
+    quotes = []
+    for k in order[:top]:
+        best, *others = groups[k]
+        s = best.sentence
+        text = index.document_text(s.doc_id)
+        n = index.sentence_count(s.doc_id)
+        around = index.sentences(s.doc_id, max(0, best.idx - 1), min(n - 1, best.idx + 1))
+        ctx_start = min(x.start for _, x, _ in around)
+        ctx_end = max(x.end for _, x, _ in around)
+        span = answer_span(question, s.text)
+        a_start = a_end = None
+        answer = None
+        if span is not None:
+            a_start, a_end = s.start + span[0], s.start + span[1]
+            answer = text[a_start:a_end]
+        also = []
+        seen_docs = {s.doc_id}
+        for o in others:
+            if o.sentence.doc_id not in seen_docs:
+                seen_docs.add(o.sentence.doc_id)
+                also.append((sources[o.sentence.doc_id], o.sentence.start, o.sentence.end))
+        quotes.append(
+            Quote(
+                text=s.text, start=s.start, end=s.end, score=best.score,
+                source=sources[s.doc_id], also_in=tuple(also),
+                answer=answer, answer_start=a_start, answer_end=a_end,
+                context_before=text[ctx_start:s.start], context_after=text[s.end:ctx_end],
+                context_start=ctx_start, context_end=ctx_end,
+            )
+        )
+    return quotes

@@ -1,0 +1,143 @@
+"""The one public API front ends call: ``Verbatim(...).ask(question)``.
+
+The service owns the encoder (loaded once), the loaded index generation (swapped
+atomically when a newer one appears on disk) and the write path (``sync``).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import unicodedata
+from pathlib import Path
+
+from . import answering, index as index_mod, retrieval
+from .config import DEFAULT_CORPUS, DEFAULT_INDEX, MAX_QUESTION_CHARS, REPO_ROOT, AskSettings, IndexSettings
+from .embeddings import Encoder, load_encoder
+from .errors import BadQuestion, IndexMissing
+from .retrieval import Filter
+from .types import AskResult
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def clean_question(question: object) -> str:
+    """Validate a question; raise BadQuestion with a one-line reason."""
+    if not isinstance(question, str):
+        raise BadQuestion("the question must be text")
+    q = unicodedata.normalize("NFC", _CONTROL.sub(" ", question)).strip()
+    if not q:
+        raise BadQuestion("please type a question")
+    if len(q) > MAX_QUESTION_CHARS:
+        raise BadQuestion(
+            f"questions are limited to {MAX_QUESTION_CHARS:,} characters (this one has {len(q):,})"
+        )
+    if not re.search(r"\w", q):
+        raise BadQuestion("the question has no words in it")
+    return " ".join(q.split())
+
+
+class Verbatim:
+    def __init__(
+        self,
+        corpus_dir: Path | str = DEFAULT_CORPUS,
+        index_dir: Path | str = DEFAULT_INDEX,
+        settings: IndexSettings | None = None,
+        root: Path | None = None,
+        calibration: answering.Calibration | None = None,
+    ):
+        self.corpus_dir = Path(corpus_dir)
+        self.index_dir = Path(index_dir)
+        self.settings = settings or IndexSettings.from_env()
+        self.root = root or (REPO_ROOT if _inside(self.corpus_dir, REPO_ROOT) else self.corpus_dir.parent)
+        self.calibration = calibration or answering.Calibration.load()
+        self._index: index_mod.Index | None = None
+        self._encoder: Encoder | None = None
+        self._lock = threading.Lock()
+
+    # -- resources
+
+    @property
+    def encoder(self) -> Encoder:
+        if self._encoder is None:
+            self._encoder = load_encoder(self.settings.model)
+        return self._encoder
+
+    def index(self) -> index_mod.Index:
+        """The live index generation; reloaded when a newer one has been published."""
+        gen = index_mod.current_generation(self.index_dir)
+        with self._lock:
+            if gen is None:
+                if self._index is not None:
+                    return self._index
+                raise IndexMissing(f"no index in {self.index_dir}; run `qa index` first")
+            if self._index is None or self._index.gen_dir != gen:
+                self._index = index_mod.Index.load(self.index_dir)
+            return self._index
+
+    def sync(self, progress: bool = False, log=None, wait: bool = True) -> index_mod.SyncReport:
+        return index_mod.sync(
+            self.corpus_dir, self.index_dir, self.settings, self.encoder,
+            root=self.root, progress=progress, log=log, wait=wait,
+        )
+
+    def ensure_index(self, log=None) -> index_mod.SyncReport | None:
+        """Build the index if there is none; return the report, or None if it existed."""
+        if index_mod.index_exists(self.index_dir):
+            return None
+        return self.sync(progress=True, log=log)
+
+    # -- asking
+
+    def ask(
+        self,
+        question: str,
+        top: int = 3,
+        mode: str = "hybrid",
+        flt: Filter = Filter(),
+        ask_settings: AskSettings | None = None,
+    ) -> AskResult:
+        q = clean_question(question)
+        cfg = ask_settings or AskSettings(top=top, mode=mode)
+        t0 = time.perf_counter()
+        idx = self.index()
+        qvec = self.encoder.encode_queries([q])[0]
+        t1 = time.perf_counter()
+        passages = retrieval.retrieve(
+            idx, q, qvec, top=cfg.passages, candidates=cfg.candidates,
+            mode=cfg.mode, rrf_k=cfg.rrf_k, flt=flt,
+        )
+        t2 = time.perf_counter()
+        cands = answering.candidates(idx, q, qvec, passages, self.calibration)
+        sources = {p.doc_id: p.source for p in passages}
+        quotes = answering.build_quotes(idx, q, cands, cfg.top, sources)
+        t3 = time.perf_counter()
+        no_answer = not quotes or quotes[0].score < self.calibration.threshold
+        timings = {
+            "encode": (t1 - t0) * 1e3, "retrieve": (t2 - t1) * 1e3,
+            "answer": (t3 - t2) * 1e3, "total": (t3 - t0) * 1e3,
+        }
+        if no_answer:
+            return AskResult(q, (), True, tuple(quotes), timings)
+        return AskResult(q, tuple(quotes), False, (), timings)
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+_DEFAULT: Verbatim | None = None
+
+
+def ask(question: str, **kwargs) -> AskResult:
+    """Ask the default corpus/index (building the index if missing)."""
+    global _DEFAULT
+    if _DEFAULT is None:
+        _DEFAULT = Verbatim()
+        _DEFAULT.ensure_index()
+    return _DEFAULT.ask(question, **kwargs)

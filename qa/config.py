@@ -1,0 +1,56 @@
+"""Settings, validated on construction and recorded beside the index."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CORPUS = REPO_ROOT / "corpus"
+DEFAULT_INDEX = REPO_ROOT / "embeddings"
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+
+MAX_QUESTION_CHARS = 1000
+
+
+@dataclass(frozen=True)
+class IndexSettings:
+    """Everything that changes what the index contains. A change forces a rebuild."""
+
+    model: str = DEFAULT_MODEL
+    chunk_sentences: int = 4
+    chunk_overlap: int = 1
+    max_sentence_chars: int = 800
+
+    def __post_init__(self) -> None:
+        if self.chunk_sentences < 1:
+            raise ValueError("chunk_sentences must be at least 1")
+        if not 0 <= self.chunk_overlap < self.chunk_sentences:
+            raise ValueError("chunk_overlap must be at least 0 and less than chunk_sentences")
+        if self.max_sentence_chars < 50:
+            raise ValueError("max_sentence_chars must be at least 50")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_env(cls) -> "IndexSettings":
+        return cls(model=os.environ.get("VERBATIM_MODEL", DEFAULT_MODEL))
+
+
+@dataclass(frozen=True)
+class AskSettings:
+    """Query-time knobs (no rebuild needed)."""
+
+    top: int = 3  # quotes returned
+    passages: int = 8  # passages read by the answerer
+    candidates: int = 50  # per retriever, before fusion
+    rrf_k: int = 60
+    mode: str = "hybrid"  # hybrid | dense | bm25
+
+    def __post_init__(self) -> None:
+        if self.top < 1 or self.top > 50:
+            raise ValueError("top must be between 1 and 50")
+        if self.mode not in ("hybrid", "dense", "bm25"):
+            raise ValueError("mode must be one of: hybrid, dense, bm25")

@@ -1,0 +1,282 @@
+"""Corpus stage: read source files, decode them, find metadata and page furniture.
+
+The document text is kept exactly as Python's ``open(path).read()`` returns it
+(UTF-8, universal newlines), so quote offsets can be checked against the file.
+
+Metadata, in order of precedence:
+1. a sidecar ``NAME.meta.json`` beside the file (see ``corpus/README.md``);
+2. header lines at the top of the text (``Source:``, ``Date:``, ``Title:``, ``Author:``, ``URL:``);
+3. heuristics (first real line as title, a leading dateline as date).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from .errors import BadDocument
+from .types import Document, Metadata, Span
+
+TEXT_SUFFIXES = (".txt", ".md")
+SIDECAR_SUFFIX = ".meta.json"
+MAX_FILE_BYTES = 64 * 1024 * 1024
+
+_FURNITURE_LINES = [
+    r"share( this)? article",
+    r"get our latest news for free",
+    r"subscribe to get (daily|weekly|daily/weekly) email.*",
+    r"was this article helpful\??",
+    r"most popular",
+    r"select page",
+    r"support",
+    r"recommended",
+    r"advertisement",
+    r"(read more|related( articles| stories)?)",
+    r"return to homepage\.?",
+    r"help keep .{1,60} free for everyone\.?",
+    r"by making a recurring donation.*",
+    r"we[’']re sorry to hear that\.?",
+    r"hope you[’']ll give us another try.*",
+    r"follow .{1,60} on (twitter|facebook|x|instagram):?.*",
+    r"[\w\-. ]+\.(jpe?g|png|gif|webp|svg)",
+    r"pictured( above| below| right| left)?:.*",
+]
+_FURNITURE_RE = re.compile(r"^(?:%s)$" % "|".join(_FURNITURE_LINES), re.IGNORECASE)
+# Photo credits mark a caption: the whole paragraph is furniture.
+_CREDIT_RE = re.compile(r"\((?:photo|photos|image|credit|picture)s?\s*:[^)]*\)", re.IGNORECASE)
+_HEADER_RE = re.compile(
+    r"^(source|date|published|title|author|authors|by|url|link|publisher)\s*:\s*(.+)$",
+    re.IGNORECASE,
+)
+_DATE_FORMATS = (
+    "%Y-%m-%d", "%B %d, %Y", "%b %d, %Y", "%b. %d, %Y", "%d %B %Y", "%d %b %Y",
+    "%m/%d/%Y", "%B %d %Y", "%Y/%m/%d", "%B %Y", "%Y-%m", "%Y",
+)
+_LEADING_DATE_RE = re.compile(r"^(\d{1,2}/\d{1,2}/\d{4})\b")
+_ISO_RE = re.compile(r"^\d{4}(-\d{2}(-\d{2})?)?$")
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A file that could not be read as a document, with the reason."""
+
+    path: str
+    reason: str
+
+
+def doc_id_for(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def decode(data: bytes, name: str = "") -> tuple[str, list[str]]:
+    """Bytes -> text as ``open(path).read()`` would give it; binary is refused."""
+    warnings: list[str] = []
+    if b"\x00" in data[:8192]:
+        raise BadDocument(f"{name}: looks like a binary file, not text; skipped")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        text = data.decode("utf-8", errors="replace")
+        warnings.append(
+            f"{name}: not valid UTF-8 (first bad byte at {err.start}); "
+            "undecodable bytes were replaced with U+FFFD"
+        )
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if not text.strip():
+        raise BadDocument(f"{name}: empty document; skipped")
+    return text, warnings
+
+
+def normalise_date(value: str) -> str:
+    """Return an ISO 8601 date (YYYY, YYYY-MM or YYYY-MM-DD), or "" if unparseable."""
+    value = value.strip().rstrip(".")
+    if _ISO_RE.match(value):
+        return value
+    value = re.sub(r"(\d)(st|nd|rd|th)\b", r"\1", value)
+    value = re.sub(r"\s+", " ", value)
+    for fmt in _DATE_FORMATS:
+        try:
+            parsed = datetime.strptime(value, fmt).date()
+        except ValueError:
+            continue
+        if "%d" in fmt:
+            return parsed.isoformat()
+        if "%m" in fmt or "%B" in fmt or "%b" in fmt:
+            return parsed.strftime("%Y-%m")
+        return parsed.strftime("%Y")
+    return ""
+
+
+def _lines(text: str):
+    """Yield (start, end, stripped_line) for each line, offsets excluding the newline."""
+    pos = 0
+    for line in text.split("\n"):
+        end = pos + len(line)
+        yield pos, end, line.strip()
+        pos = end + 1
+
+
+def _paragraphs(text: str):
+    """Yield (start, end) of blank-line separated blocks."""
+    for m in re.finditer(r"\S(?:.*?\S)?(?=[^\S\n]*\n[^\S\n]*\n|\s*\Z)", text, re.DOTALL):
+        yield m.start(), m.end()
+
+
+def find_furniture(text: str, extra_lines: tuple[str, ...] = ()) -> tuple[list[Span], dict]:
+    """Spans of page furniture, and header fields found at the top of the text."""
+    spans: list[Span] = []
+    headers: dict[str, str] = {}
+    extra = {e.strip().lower() for e in extra_lines if e.strip()}
+    seen_body = 0
+    for start, end, line in _lines(text):
+        if not line:
+            continue
+        m = _HEADER_RE.match(line)
+        if m and seen_body < 3:
+            headers.setdefault(m.group(1).lower(), m.group(2).strip())
+            spans.append(Span(start, end))
+            continue
+        if _FURNITURE_RE.match(line) or line.lower() in extra:
+            spans.append(Span(start, end))
+            continue
+        seen_body += 1
+    captions = []
+    for start, end in _paragraphs(text):
+        block = text[start:end]
+        if _CREDIT_RE.search(block):
+            spans.append(Span(start, end))
+            captions.append(block)
+    # Scrapers often repeat a caption without its credit just before it.
+    if captions:
+        for start, end in _paragraphs(text):
+            for line_start, line_end, line in _lines(text[start:end]):
+                if len(line) > 40 and any(c.startswith(line) for c in captions):
+                    spans.append(Span(start + line_start, start + line_end))
+    spans.sort(key=lambda s: (s.start, s.end))
+    return spans, headers
+
+
+def _first_real_line(text: str, furniture: list[Span]) -> str:
+    for start, end, line in _lines(text):
+        if line and not any(s.start <= start and end <= s.end for s in furniture):
+            return line[:300]
+    return ""
+
+
+def read_sidecar(path: Path) -> dict:
+    side = path.with_name(path.name + SIDECAR_SUFFIX)
+    if not side.exists():
+        return {}
+    try:
+        data = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise BadDocument(f"{side.name}: metadata sidecar is not valid JSON ({err})") from err
+    if not isinstance(data, dict):
+        raise BadDocument(f"{side.name}: metadata sidecar must be a JSON object")
+    return data
+
+
+def build_metadata(text: str, sidecar: dict, headers: dict, furniture: list[Span]) -> Metadata:
+    def pick(*keys: str) -> str:
+        for k in keys:
+            v = sidecar.get(k)
+            if isinstance(v, str) and v.strip():
+                return v.strip()
+        return ""
+
+    title = pick("title") or headers.get("title", "") or _first_real_line(text, furniture)
+    source = headers.get("source", "") or headers.get("publisher", "")
+    publisher = pick("publisher") or source
+    url = pick("url") or headers.get("url", "") or headers.get("link", "")
+    if not url and re.match(r"^(https?://|www\.)\S+$", source):
+        url = source if source.startswith("http") else "https://" + source
+    raw_date = pick("date") or headers.get("date", "") or headers.get("published", "")
+    if not raw_date:
+        for _, _, line in list(_lines(text))[:10]:
+            m = _LEADING_DATE_RE.match(line)
+            if m:
+                raw_date = m.group(1)
+                break
+    iso = normalise_date(raw_date) if raw_date else ""
+    authors = sidecar.get("authors")
+    if isinstance(authors, str):
+        authors = [authors]
+    if not isinstance(authors, list):
+        by = headers.get("author") or headers.get("authors") or headers.get("by") or ""
+        authors = [a.strip() for a in re.split(r",| and ", by) if a.strip()]
+    return Metadata(
+        title=title,
+        publisher=publisher,
+        date=iso,
+        url=url,
+        authors=tuple(str(a) for a in authors if str(a).strip()),
+    )
+
+
+def parse_text(text: str, path: str, sidecar: dict | None = None, warnings=()) -> Document:
+    sidecar = sidecar or {}
+    extra = sidecar.get("furniture") or ()
+    if isinstance(extra, str):
+        extra = (extra,)
+    furniture, headers = find_furniture(text, tuple(str(e) for e in extra))
+    meta = build_metadata(text, sidecar, headers, furniture)
+    return Document(
+        doc_id=doc_id_for(text),
+        path=path,
+        text=text,
+        metadata=meta,
+        furniture=tuple(furniture),
+        warnings=tuple(warnings),
+    )
+
+
+def display_path(path: Path, root: Path) -> str:
+    """Path relative to ``root`` when inside it, else absolute."""
+    path = path.resolve()
+    try:
+        return path.relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def load_file(path: Path, root: Path) -> Document:
+    rel = display_path(path, root)
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise BadDocument(
+                f"{rel}: {size / 1e6:.0f} MB is over the {MAX_FILE_BYTES // 2**20} MiB limit; skipped"
+            )
+        data = path.read_bytes()
+    except OSError as err:
+        raise BadDocument(f"{rel}: cannot be read ({err.strerror or err}); skipped") from err
+    text, warnings = decode(data, rel)
+    return parse_text(text, rel, read_sidecar(path), warnings)
+
+
+def list_sources(corpus_dir: Path) -> tuple[list[Path], list[Skipped]]:
+    """Files under ``corpus_dir`` that are documents, and those that are not."""
+    files: list[Path] = []
+    skipped: list[Skipped] = []
+    if not corpus_dir.is_dir():
+        raise BadDocument(f"corpus folder {corpus_dir} does not exist")
+    for p in sorted(corpus_dir.rglob("*")):
+        if not p.is_file() or any(part.startswith(".") for part in p.relative_to(corpus_dir).parts):
+            continue
+        name = p.name
+        if name.endswith(SIDECAR_SUFFIX) or name.lower() == "readme.md":
+            continue
+        if p.is_symlink() and not p.resolve().is_relative_to(corpus_dir.resolve()):
+            skipped.append(Skipped(str(p), "symbolic link pointing outside the corpus; skipped"))
+            continue
+        if p.suffix.lower() in TEXT_SUFFIXES:
+            files.append(p)
+        else:
+            skipped.append(Skipped(str(p), f"unsupported file type '{p.suffix or name}'; skipped"))
+    return files, skipped
+
+

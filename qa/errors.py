@@ -1,0 +1,25 @@
+"""Errors a user can see. Each message is one clear sentence."""
+
+
+class VerbatimError(Exception):
+    """Base class: front ends print ``str(err)`` and exit non-zero, no traceback."""
+
+
+class BadQuestion(VerbatimError):
+    pass
+
+
+class BadDocument(VerbatimError):
+    pass
+
+
+class IndexMissing(VerbatimError):
+    pass
+
+
+class IndexBusy(VerbatimError):
+    pass
+
+
+class ModelUnavailable(VerbatimError):
+    pass

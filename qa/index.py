@@ -1,0 +1,617 @@
+"""Index stage: SQLite (documents, sentences, chunks, metadata) + FAISS + BM25, on disk.
+
+Layout of an index folder::
+
+    embeddings/
+      CURRENT            name of the live generation, replaced atomically
+      .lock              held (flock) by the one process writing
+      gen-000007/
+        store.sqlite     documents, paths (with metadata), sentences (+ vectors), chunks
+        dense.faiss      IndexIDMap2 over inner product; ids are chunk ids
+        bm25/            bm25s index over chunk texts, and bm25_ids.npy (row -> chunk id)
+        manifest.json    settings, model, library versions, counts
+
+A sync never touches the live generation: it copies what is unchanged into a
+new generation, applies the change there, writes everything, then switches
+CURRENT with ``os.replace``. A crash at any point leaves the previous
+generation live; leftovers are removed by the next sync.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from . import chunking, corpus
+from .config import IndexSettings
+from .embeddings import Encoder
+from .errors import BadDocument, IndexBusy, IndexMissing
+from .types import Document, Metadata, Sentence, Source
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE documents (
+  doc_id TEXT PRIMARY KEY, text TEXT NOT NULL, n_sentences INTEGER, n_chunks INTEGER
+);
+CREATE TABLE paths (
+  path TEXT PRIMARY KEY, doc_id TEXT NOT NULL REFERENCES documents(doc_id),
+  title TEXT, publisher TEXT, date TEXT, url TEXT, authors TEXT, furniture TEXT
+);
+CREATE TABLE sentences (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, doc_id TEXT NOT NULL, idx INTEGER NOT NULL,
+  start INTEGER NOT NULL, "end" INTEGER NOT NULL, kind TEXT NOT NULL, emb BLOB NOT NULL
+);
+CREATE UNIQUE INDEX sentences_doc ON sentences(doc_id, idx);
+CREATE TABLE chunks (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, doc_id TEXT NOT NULL,
+  start INTEGER NOT NULL, "end" INTEGER NOT NULL, first_sentence INTEGER, last_sentence INTEGER
+);
+CREATE INDEX chunks_doc ON chunks(doc_id);
+CREATE INDEX paths_doc ON paths(doc_id);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
+"""
+
+Progress = Callable[[str], None]
+
+
+def _versions() -> dict:
+    import faiss
+
+    import bm25s
+
+    out = {"faiss": faiss.__version__, "bm25s": bm25s.__version__, "schema": SCHEMA_VERSION}
+    try:
+        import sentence_transformers
+
+        out["sentence_transformers"] = sentence_transformers.__version__
+    except ImportError:
+        pass
+    return out
+
+
+# --------------------------------------------------------------------------- BM25
+
+
+def _stemmer():
+    import Stemmer
+
+    return Stemmer.Stemmer("english")
+
+
+def bm25_tokenize(texts: list[str]) -> list[list[str]]:
+    import bm25s
+
+    return bm25s.tokenize(
+        texts, stopwords="en", stemmer=_stemmer(), return_ids=False, show_progress=False
+    )
+
+
+# --------------------------------------------------------------------------- lock
+
+
+class WriteLock:
+    """An exclusive flock on ``index_dir/.lock``; the kernel drops it if the holder dies."""
+
+    def __init__(self, index_dir: Path, wait: bool = True, on_wait: Progress | None = None):
+        self.path = index_dir / ".lock"
+        self.wait = wait
+        self.on_wait = on_wait
+        self._fh = None
+
+    def __enter__(self) -> "WriteLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path, "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            if not self.wait:
+                fh.close()
+                raise IndexBusy(
+                    f"the index at {self.path.parent} is being updated by {holder}; try again shortly"
+                )
+            if self.on_wait:
+                self.on_wait(f"waiting for {holder} to finish updating the index…")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}")
+        fh.flush()
+        self._fh = fh
+        return self
+
+    def __exit__(self, *exc) -> None:
+        assert self._fh is not None
+        self._fh.seek(0)
+        self._fh.truncate()
+        fcntl.flock(self._fh, fcntl.LOCK_UN)
+        self._fh.close()
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def current_generation(index_dir: Path) -> Path | None:
+    try:
+        name = (index_dir / "CURRENT").read_text().strip()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    gen = index_dir / name
+    if not name.startswith("gen-") or not (gen / "manifest.json").exists():
+        return None
+    return gen
+
+
+def index_exists(index_dir: Path) -> bool:
+    return current_generation(index_dir) is not None
+
+
+@dataclass
+class Index:
+    """A loaded, read-only generation of the index. Safe to share between threads."""
+
+    gen_dir: Path
+    manifest: dict
+    dense: object  # faiss.Index
+    bm25: object | None  # bm25s.BM25
+    bm25_ids: np.ndarray
+    _local: threading.local = field(default_factory=threading.local, repr=False)
+
+    @classmethod
+    def load(cls, index_dir: Path) -> "Index":
+        import faiss
+
+        import bm25s
+
+        gen = current_generation(index_dir)
+        if gen is None:
+            raise IndexMissing(f"no index in {index_dir}; run `qa index` first")
+        manifest = json.loads((gen / "manifest.json").read_text())
+        dense = faiss.read_index(str(gen / "dense.faiss"))
+        bm25 = None
+        ids = np.zeros(0, dtype=np.int64)
+        if (gen / "bm25" / "params.index.json").exists():
+            bm25 = bm25s.BM25.load(str(gen / "bm25"), mmap=False, show_progress=False)
+            ids = np.load(gen / "bm25_ids.npy")
+        return cls(gen, manifest, dense, bm25, ids)
+
+    @property
+    def settings(self) -> IndexSettings:
+        return IndexSettings(**self.manifest["settings"])
+
+    def db(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            uri = f"file:{self.gen_dir / 'store.sqlite'}?mode=ro"
+            conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            self._local.conn = conn
+        return conn
+
+    # -- lookups used by retrieval and answering
+
+    def sources(self, doc_ids: Iterable[str]) -> dict[str, Source]:
+        ids = list(set(doc_ids))
+        if not ids:
+            return {}
+        q = ",".join("?" * len(ids))
+        rows = self.db().execute(
+            f"SELECT doc_id, path, title, publisher, date, url, authors FROM paths "
+            f"WHERE doc_id IN ({q}) ORDER BY path",
+            ids,
+        ).fetchall()
+        out: dict[str, Source] = {}
+        paths: dict[str, list[str]] = {}
+        for doc_id, path, title, publisher, date, url, authors in rows:
+            paths.setdefault(doc_id, []).append(path)
+            if doc_id not in out:
+                out[doc_id] = Source(
+                    doc_id, path, title or "", publisher or "", date or "", url or "",
+                    tuple(json.loads(authors or "[]")),
+                )
+        return {
+            d: Source(**{**s.__dict__, "paths": tuple(paths[d])}) for d, s in out.items()
+        }
+
+    def document_text(self, doc_id: str) -> str:
+        row = self.db().execute("SELECT text FROM documents WHERE doc_id=?", (doc_id,)).fetchone()
+        if row is None:
+            raise KeyError(doc_id)
+        return row[0]
+
+    def chunks(self, chunk_ids: list[int]) -> dict[int, tuple]:
+        if not chunk_ids:
+            return {}
+        q = ",".join("?" * len(chunk_ids))
+        rows = self.db().execute(
+            f'SELECT id, doc_id, start, "end", first_sentence, last_sentence FROM chunks '
+            f"WHERE id IN ({q})",
+            [int(c) for c in chunk_ids],
+        ).fetchall()
+        return {r[0]: r[1:] for r in rows}
+
+    def sentences(self, doc_id: str, first: int, last: int) -> list[tuple[int, Sentence, np.ndarray]]:
+        """Sentences ``first..last`` (inclusive) of a document with their vectors."""
+        text = self.document_text(doc_id)
+        rows = self.db().execute(
+            'SELECT idx, start, "end", kind, emb FROM sentences '
+            "WHERE doc_id=? AND idx BETWEEN ? AND ? ORDER BY idx",
+            (doc_id, first, last),
+        ).fetchall()
+        dim = int(self.manifest["dim"])
+        return [
+            (
+                idx,
+                Sentence(doc_id, s, e, text[s:e], kind),
+                np.frombuffer(emb, dtype=np.float16, count=dim).astype(np.float32),
+            )
+            for idx, s, e, kind, emb in rows
+        ]
+
+    def sentence_count(self, doc_id: str) -> int:
+        row = self.db().execute(
+            "SELECT n_sentences FROM documents WHERE doc_id=?", (doc_id,)
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def documents(self) -> list[dict]:
+        rows = self.db().execute(
+            "SELECT d.doc_id, d.n_chunks, d.n_sentences, length(d.text) FROM documents d"
+        ).fetchall()
+        srcs = self.sources([r[0] for r in rows])
+        out = []
+        for doc_id, n_chunks, n_sent, n_chars in rows:
+            s = srcs[doc_id]
+            out.append({**s.to_dict(), "passages": n_chunks, "sentences": n_sent, "chars": n_chars})
+        out.sort(key=lambda d: d["path"])
+        return out
+
+    def doc_ids_for(self, selectors: Iterable[str]) -> set[str]:
+        """Resolve doc ids or paths (or path suffixes) to doc ids."""
+        out: set[str] = set()
+        for sel in selectors:
+            rows = self.db().execute(
+                "SELECT doc_id FROM paths WHERE doc_id=? OR path=? OR path LIKE ?",
+                (sel, sel, "%/" + sel),
+            ).fetchall()
+            out.update(r[0] for r in rows)
+        return out
+
+
+# --------------------------------------------------------------------------- writing
+
+
+@dataclass
+class SyncReport:
+    added: list[str] = field(default_factory=list)  # paths whose text is new to the index
+    changed: list[str] = field(default_factory=list)  # paths whose text changed
+    removed: list[str] = field(default_factory=list)  # paths no longer in the corpus
+    renamed: list[tuple[str, str]] = field(default_factory=list)
+    metadata_updated: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    skipped: list[str] = field(default_factory=list)  # one-line reasons
+    warnings: list[str] = field(default_factory=list)
+    rebuilt_reason: str = ""
+    chunks_embedded: int = 0
+    sentences_embedded: int = 0
+    seconds: float = 0.0
+    generation: str = ""
+
+    @property
+    def changed_anything(self) -> bool:
+        return bool(
+            self.added or self.changed or self.removed or self.renamed
+            or self.metadata_updated or self.rebuilt_reason
+        )
+
+    def summary(self) -> str:
+        parts = [
+            f"{len(self.added)} added", f"{len(self.changed)} changed",
+            f"{len(self.removed)} removed", f"{self.unchanged} unchanged",
+        ]
+        if self.renamed:
+            parts.append(f"{len(self.renamed)} renamed")
+        if self.metadata_updated:
+            parts.append(f"{len(self.metadata_updated)} with new metadata")
+        if self.skipped:
+            parts.append(f"{len(self.skipped)} skipped")
+        return ", ".join(parts)
+
+
+def _meta_row(meta: Metadata, furniture) -> tuple:
+    return (
+        meta.title, meta.publisher, meta.date, meta.url, json.dumps(list(meta.authors)),
+        json.dumps([[s.start, s.end] for s in furniture]),
+    )
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _new_gen_name(index_dir: Path) -> str:
+    nums = [int(p.name[4:]) for p in index_dir.glob("gen-*") if p.name[4:].isdigit()]
+    return f"gen-{max(nums, default=0) + 1:06d}"
+
+
+def _remove_stale_generations(index_dir: Path, keep: set[str]) -> None:
+    for p in index_dir.glob("gen-*"):
+        if p.name not in keep:
+            shutil.rmtree(p, ignore_errors=True)
+    for p in index_dir.glob("CURRENT.*"):
+        p.unlink(missing_ok=True)
+
+
+def scan_corpus(corpus_dir: Path, root: Path, report: SyncReport) -> dict[str, Document]:
+    """Read every document under ``corpus_dir``: path -> Document. Bad files are reported."""
+    files, skipped = corpus.list_sources(corpus_dir)
+    report.skipped.extend(f"{s.path}: {s.reason}" for s in skipped)
+    docs: dict[str, Document] = {}
+    for f in files:
+        try:
+            doc = corpus.load_file(f, root)
+        except BadDocument as err:
+            report.skipped.append(str(err))
+            continue
+        report.warnings.extend(doc.warnings)
+        docs[doc.path] = doc
+    return docs
+
+
+def sync(
+    corpus_dir: Path,
+    index_dir: Path,
+    settings: IndexSettings,
+    encoder: Encoder,
+    root: Path | None = None,
+    progress: bool = False,
+    log: Progress | None = None,
+    wait: bool = True,
+) -> SyncReport:
+    """Bring the index in ``index_dir`` in line with ``corpus_dir``; return what changed."""
+    import faiss
+
+    t0 = time.perf_counter()
+    log = log or (lambda msg: None)
+    root = root or corpus_dir.parent
+    report = SyncReport()
+    index_dir.mkdir(parents=True, exist_ok=True)
+    with WriteLock(index_dir, wait=wait, on_wait=log):
+        live = current_generation(index_dir)
+        _remove_stale_generations(index_dir, keep={live.name} if live else set())
+        old_manifest = json.loads((live / "manifest.json").read_text()) if live else None
+        if old_manifest is not None:
+            reason = _rebuild_reason(old_manifest, settings, encoder)
+            if reason:
+                report.rebuilt_reason = reason
+                log(f"{reason}: rebuilding the whole index")
+                live = None
+
+        docs = scan_corpus(corpus_dir, root, report)
+        for msg in report.skipped:
+            log(f"skipped {msg}")
+
+        gen = index_dir / _new_gen_name(index_dir)
+        gen.mkdir()
+        db_path = gen / "store.sqlite"
+        if live is not None:
+            src = sqlite3.connect(f"file:{live / 'store.sqlite'}?mode=ro", uri=True)
+            dst = sqlite3.connect(db_path)
+            src.backup(dst)
+            src.close()
+        else:
+            dst = sqlite3.connect(db_path)
+            dst.executescript(_SCHEMA)
+        conn = dst
+        conn.execute("PRAGMA foreign_keys=OFF")
+
+        old_paths = dict(conn.execute("SELECT path, doc_id FROM paths").fetchall())
+        old_meta = {
+            r[0]: tuple(r[1:]) for r in conn.execute(
+                "SELECT path, title, publisher, date, url, authors, furniture FROM paths"
+            )
+        }
+        old_docs = {r[0] for r in conn.execute("SELECT doc_id FROM documents")}
+        want_docs: dict[str, Document] = {}
+        for path in sorted(docs):
+            want_docs.setdefault(docs[path].doc_id, docs[path])
+        to_remove = old_docs - want_docs.keys()
+        to_add = [want_docs[d] for d in want_docs.keys() - old_docs]
+
+        # classify path-level changes for the report
+        new_doc_paths: dict[str, list[str]] = {}
+        for path, doc in docs.items():
+            new_doc_paths.setdefault(doc.doc_id, []).append(path)
+        for path, doc in sorted(docs.items()):
+            old = old_paths.get(path)
+            if old is None:
+                moved_from = [p for p, d in old_paths.items() if d == doc.doc_id and p not in docs]
+                if moved_from and doc.doc_id in old_docs:
+                    report.renamed.append((moved_from[0], path))
+                else:
+                    report.added.append(path)
+            elif old != doc.doc_id:
+                report.changed.append(path)
+            elif old_meta.get(path) != _meta_row(doc.metadata, doc.furniture):
+                report.metadata_updated.append(path)
+            else:
+                report.unchanged += 1
+        renamed_from = {a for a, _ in report.renamed}
+        report.removed = sorted(p for p in old_paths if p not in docs and p not in renamed_from)
+
+        if not report.changed_anything and live is not None:
+            conn.close()
+            shutil.rmtree(gen)
+            report.generation = live.name
+            report.seconds = time.perf_counter() - t0
+            return report
+
+        with conn:
+            removed_chunk_ids: list[int] = []
+            for doc_id in to_remove:
+                removed_chunk_ids += [
+                    r[0] for r in conn.execute("SELECT id FROM chunks WHERE doc_id=?", (doc_id,))
+                ]
+                conn.execute("DELETE FROM chunks WHERE doc_id=?", (doc_id,))
+                conn.execute("DELETE FROM sentences WHERE doc_id=?", (doc_id,))
+                conn.execute("DELETE FROM documents WHERE doc_id=?", (doc_id,))
+            conn.execute("DELETE FROM paths")
+            conn.executemany(
+                "INSERT INTO paths VALUES (?,?,?,?,?,?,?,?)",
+                [
+                    (path, doc.doc_id, *_meta_row(doc.metadata, doc.furniture))
+                    for path, doc in sorted(docs.items())
+                ],
+            )
+            new_chunk_ids, new_chunk_vecs = _add_documents(
+                conn, to_add, settings, encoder, progress, report
+            )
+            manifest_counts = dict(
+                documents=conn.execute("SELECT count(*) FROM documents").fetchone()[0],
+                paths=conn.execute("SELECT count(*) FROM paths").fetchone()[0],
+                chunks=conn.execute("SELECT count(*) FROM chunks").fetchone()[0],
+                sentences=conn.execute("SELECT count(*) FROM sentences").fetchone()[0],
+            )
+            all_chunks = conn.execute(
+                'SELECT c.id, substr(d.text, c.start + 1, c."end" - c.start) FROM chunks c '
+                "JOIN documents d ON d.doc_id = c.doc_id ORDER BY c.id"
+            ).fetchall()
+        conn.close()
+
+        # dense: previous vectors minus removed, plus new
+        if live is not None:
+            dense = faiss.read_index(str(live / "dense.faiss"))
+            if removed_chunk_ids:
+                dense.remove_ids(np.asarray(removed_chunk_ids, dtype=np.int64))
+        else:
+            dense = faiss.IndexIDMap2(faiss.IndexFlatIP(encoder.dim))
+        if new_chunk_ids:
+            dense.add_with_ids(new_chunk_vecs, np.asarray(new_chunk_ids, dtype=np.int64))
+        faiss.write_index(dense, str(gen / "dense.faiss"))
+
+        # sparse: bm25s cannot add or delete, so it is rebuilt from the chunk texts
+        _write_bm25(gen, all_chunks)
+
+        manifest = {
+            "schema": SCHEMA_VERSION,
+            "settings": settings.to_dict(),
+            "model": encoder.name,
+            "dim": encoder.dim,
+            "versions": _versions(),
+            "counts": manifest_counts,
+            "dense_index": "IndexIDMap2(IndexFlatIP)",
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        (gen / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        for p in gen.rglob("*"):
+            if p.is_file():
+                with open(p, "rb") as fh:
+                    os.fsync(fh.fileno())
+        _fsync_dir(gen)
+        tmp = index_dir / f"CURRENT.{os.getpid()}"
+        tmp.write_text(gen.name + "\n")
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, index_dir / "CURRENT")
+        _fsync_dir(index_dir)
+        _remove_stale_generations(index_dir, keep={gen.name})
+        report.generation = gen.name
+        report.seconds = time.perf_counter() - t0
+        return report
+
+
+def _rebuild_reason(manifest: dict, settings: IndexSettings, encoder: Encoder) -> str:
+    if manifest.get("schema") != SCHEMA_VERSION:
+        return "the index was built by another version of Verbatim"
+    if manifest.get("model") != encoder.name or manifest.get("dim") != encoder.dim:
+        return f"the embedding model changed from {manifest.get('model')} to {encoder.name}"
+    if manifest.get("settings") != settings.to_dict():
+        return "the chunking settings changed"
+    return ""
+
+
+def _add_documents(conn, docs: list[Document], settings: IndexSettings, encoder: Encoder,
+                   progress: bool, report: SyncReport) -> tuple[list[int], np.ndarray]:
+    """Insert documents with their sentences and chunks; return new chunk ids and vectors."""
+    per_doc = []
+    for doc in docs:
+        sents = chunking.split_sentences(doc, settings.max_sentence_chars)
+        chunks = chunking.make_chunks(doc, sents, settings.chunk_sentences, settings.chunk_overlap)
+        per_doc.append((doc, sents, chunks))
+    sent_texts = [s.text for _, sents, _ in per_doc for s in sents]
+    chunk_texts = [c.text for _, _, chunks in per_doc for c in chunks]
+    bar = _progress_bar(len(sent_texts) + len(chunk_texts), progress)
+    sent_vecs = _encode_batched(encoder, sent_texts, bar)
+    chunk_vecs = _encode_batched(encoder, chunk_texts, bar)
+    if bar is not None:
+        bar.close()
+    report.sentences_embedded += len(sent_texts)
+    report.chunks_embedded += len(chunk_texts)
+    si = ci = 0
+    chunk_ids: list[int] = []
+    for doc, sents, chunks in per_doc:
+        conn.execute(
+            "INSERT INTO documents VALUES (?,?,?,?)",
+            (doc.doc_id, doc.text, len(sents), len(chunks)),
+        )
+        conn.executemany(
+            'INSERT INTO sentences (doc_id, idx, start, "end", kind, emb) VALUES (?,?,?,?,?,?)',
+            [
+                (doc.doc_id, i, s.start, s.end, s.kind, sent_vecs[si + i].astype(np.float16).tobytes())
+                for i, s in enumerate(sents)
+            ],
+        )
+        si += len(sents)
+        for c in chunks:
+            cur = conn.execute(
+                'INSERT INTO chunks (doc_id, start, "end", first_sentence, last_sentence) '
+                "VALUES (?,?,?,?,?)",
+                (doc.doc_id, c.start, c.end, c.first_sentence, c.last_sentence),
+            )
+            chunk_ids.append(int(cur.lastrowid))
+        ci += len(chunks)
+    return chunk_ids, chunk_vecs
+
+
+def _progress_bar(total: int, enabled: bool):
+    if not enabled or total < 200:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="text", desc="embedding", leave=False)
+
+
+def _encode_batched(encoder: Encoder, texts: list[str], bar, batch: int = 256) -> np.ndarray:
+    out = [np.zeros((0, encoder.dim), dtype=np.float32)]
+    for i in range(0, len(texts), batch):
+        part = texts[i : i + batch]
+        out.append(encoder.encode_documents(part))
+        if bar is not None:
+            bar.update(len(part))
+    return np.ascontiguousarray(np.concatenate(out), dtype=np.float32)
+
+
+def _write_bm25(gen: Path, chunks: list[tuple[int, str]]) -> None:
+    import bm25s
+
+    ids = np.asarray([c[0] for c in chunks], dtype=np.int64)
+    np.save(gen / "bm25_ids.npy", ids)
+    if not chunks:
+        return
+    retriever = bm25s.BM25()
+    retriever.index(bm25_tokenize([c[1] for c in chunks]), show_progress=False)
+    retriever.save(str(gen / "bm25"), show_progress=False)

@@ -1,0 +1,138 @@
+"""Retrieval stage: dense (FAISS) and BM25 candidates fused by reciprocal rank fusion."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .index import Index, bm25_tokenize
+from .types import Passage
+
+
+@dataclass(frozen=True)
+class Filter:
+    """Restrict retrieval to some documents and/or a date range (ISO strings, inclusive)."""
+
+    doc_ids: frozenset[str] | None = None
+    date_from: str = ""
+    date_to: str = ""
+
+    @property
+    def active(self) -> bool:
+        return self.doc_ids is not None or bool(self.date_from or self.date_to)
+
+
+def allowed_chunk_ids(index: Index, flt: Filter) -> np.ndarray | None:
+    """Chunk ids passing the filter, or None when there is no filter."""
+    if not flt.active:
+        return None
+    sql = "SELECT c.id FROM chunks c WHERE 1=1"
+    args: list = []
+    if flt.doc_ids is not None:
+        ids = sorted(flt.doc_ids)
+        sql += f" AND c.doc_id IN ({','.join('?' * len(ids))})" if ids else " AND 0"
+        args += ids
+    if flt.date_from or flt.date_to:
+        # a document passes if any of its paths carries a date in range;
+        # partial dates (YYYY, YYYY-MM) compare by their first day / last day
+        sql += " AND c.doc_id IN (SELECT doc_id FROM paths WHERE date != ''"
+        if flt.date_from:
+            sql += " AND (date || '-99-99') >= ?"
+            args.append(flt.date_from)
+        if flt.date_to:
+            sql += " AND date <= ?"
+            args.append(flt.date_to)
+        sql += ")"
+    rows = index.db().execute(sql, args).fetchall()
+    return np.asarray([r[0] for r in rows], dtype=np.int64)
+
+
+def dense_search(index: Index, qvec: np.ndarray, k: int, allowed: np.ndarray | None):
+    import faiss
+
+    n = index.dense.ntotal
+    if n == 0 or k <= 0:
+        return [], []
+    params = None
+    if allowed is not None:
+        if allowed.size == 0:
+            return [], []
+        params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
+        k = min(k, int(allowed.size))
+    k = min(k, n)
+    scores, ids = index.dense.search(qvec.reshape(1, -1).astype(np.float32), k, params=params)
+    keep = ids[0] >= 0
+    return ids[0][keep].tolist(), scores[0][keep].tolist()
+
+
+def bm25_search(index: Index, question: str, k: int, allowed: np.ndarray | None):
+    if index.bm25 is None or index.bm25_ids.size == 0:
+        return [], []
+    tokens = bm25_tokenize([question])
+    vocab = index.bm25.vocab_dict
+    if not any(t in vocab for t in tokens[0]):
+        return [], []
+    mask = None
+    n = int(index.bm25_ids.size)
+    if allowed is not None:
+        mask = np.isin(index.bm25_ids, allowed).astype(np.float32)
+        n = int(mask.sum())
+        if n == 0:
+            return [], []
+    k = min(k, n)
+    rows, scores = index.bm25.retrieve(tokens, k=k, show_progress=False, weight_mask=mask)
+    rows, scores = rows[0], scores[0]
+    keep = scores > 0
+    return index.bm25_ids[rows[keep]].tolist(), scores[keep].tolist()
+
+
+def rrf(rankings: list[list[int]], k: int = 60) -> dict[int, float]:
+    """Reciprocal rank fusion: sum over rankings of 1 / (k + rank), rank from 1."""
+    fused: dict[int, float] = {}
+    for ranking in rankings:
+        for rank, cid in enumerate(ranking, start=1):
+            fused[cid] = fused.get(cid, 0.0) + 1.0 / (k + rank)
+    return fused
+
+
+def retrieve(
+    index: Index,
+    question: str,
+    qvec: np.ndarray,
+    top: int = 8,
+    candidates: int = 50,
+    mode: str = "hybrid",
+    rrf_k: int = 60,
+    flt: Filter = Filter(),
+) -> list[Passage]:
+    """Top passages for ``question``, best first, each with scores and its source."""
+    allowed = allowed_chunk_ids(index, flt)
+    d_ids, d_scores = ([], [])
+    b_ids, b_scores = ([], [])
+    if mode in ("hybrid", "dense"):
+        d_ids, d_scores = dense_search(index, qvec, candidates, allowed)
+    if mode in ("hybrid", "bm25"):
+        b_ids, b_scores = bm25_search(index, question, candidates, allowed)
+    fused = rrf([d_ids, b_ids], rrf_k)
+    d_rank = {c: i + 1 for i, c in enumerate(d_ids)}
+    b_rank = {c: i + 1 for i, c in enumerate(b_ids)}
+    d_score = dict(zip(d_ids, d_scores))
+    b_score = dict(zip(b_ids, b_scores))
+    best = sorted(fused, key=lambda c: (-fused[c], c))[:top]
+    rows = index.chunks(best)
+    sources = index.sources(r[0] for r in rows.values())
+    out = []
+    for cid in best:
+        if cid not in rows:
+            continue
+        doc_id, start, end, _, _ = rows[cid]
+        text = index.document_text(doc_id)[start:end]
+        out.append(
+            Passage(
+                chunk_id=cid, doc_id=doc_id, start=start, end=end, text=text,
+                score=fused[cid], dense_score=d_score.get(cid), bm25_score=b_score.get(cid),
+                dense_rank=d_rank.get(cid), bm25_rank=b_rank.get(cid), source=sources[doc_id],
+            )
+        )
+    return out

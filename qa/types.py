@@ -1,0 +1,169 @@
+"""Small typed data objects passed between the pipeline stages.
+
+Every object that points into a document carries ``start``/``end`` character
+offsets with the invariant ``document.text[x.start:x.end] == x.text``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+SentenceKind = Literal["body", "heading", "furniture"]
+
+
+@dataclass(frozen=True)
+class Span:
+    start: int
+    end: int
+
+    def __post_init__(self) -> None:
+        if self.start < 0 or self.end < self.start:
+            raise ValueError(f"invalid span [{self.start}, {self.end})")
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class Metadata:
+    title: str = ""
+    publisher: str = ""
+    date: str = ""  # ISO 8601 (YYYY, YYYY-MM or YYYY-MM-DD) or "" when unknown
+    url: str = ""
+    authors: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["authors"] = list(self.authors)
+        return d
+
+
+@dataclass(frozen=True)
+class Document:
+    """One source file's text, exactly as read (decoded), plus its metadata."""
+
+    doc_id: str  # content hash prefix: identical texts share one id
+    path: str  # path relative to the repository root (or as given)
+    text: str
+    metadata: Metadata
+    furniture: tuple[Span, ...] = ()  # page furniture: never quotable
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Sentence:
+    doc_id: str
+    start: int
+    end: int
+    text: str
+    kind: SentenceKind = "body"
+
+    @property
+    def quotable(self) -> bool:
+        return self.kind == "body"
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A few consecutive sentences of one document: the unit of retrieval."""
+
+    doc_id: str
+    start: int
+    end: int
+    text: str
+    first_sentence: int  # index into the document's sentence list
+    last_sentence: int  # inclusive
+
+
+@dataclass(frozen=True)
+class Source:
+    doc_id: str
+    path: str
+    title: str
+    publisher: str
+    date: str
+    url: str
+    authors: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ()  # every file carrying this exact text
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["authors"] = list(self.authors)
+        d["paths"] = list(self.paths)
+        return d
+
+
+@dataclass(frozen=True)
+class Passage:
+    """A retrieved chunk with its scores and attribution."""
+
+    chunk_id: int
+    doc_id: str
+    start: int
+    end: int
+    text: str
+    score: float  # fused (RRF) score
+    dense_score: float | None
+    bm25_score: float | None
+    dense_rank: int | None
+    bm25_rank: int | None
+    source: Source
+
+
+@dataclass(frozen=True)
+class Quote:
+    """One verbatim answer: ``text == document.text[start:end]``."""
+
+    text: str
+    start: int
+    end: int
+    score: float
+    source: Source
+    also_in: tuple[tuple[Source, int, int], ...] = ()  # same sentence elsewhere
+    answer: str | None = None  # the answer words inside the quote
+    answer_start: int | None = None  # document offsets of ``answer``
+    answer_end: int | None = None
+    context_before: str = ""
+    context_after: str = ""
+    context_start: int = 0
+    context_end: int = 0
+
+    def to_dict(self) -> dict:
+        return {
+            "quote": self.text,
+            "score": round(float(self.score), 4),
+            "start": self.start,
+            "end": self.end,
+            "answer": self.answer,
+            "answer_start": self.answer_start,
+            "answer_end": self.answer_end,
+            "source": self.source.to_dict(),
+            "also_in": [
+                {"source": s.to_dict(), "start": a, "end": b} for s, a, b in self.also_in
+            ],
+            "context": {
+                "before": self.context_before,
+                "after": self.context_after,
+                "start": self.context_start,
+                "end": self.context_end,
+            },
+        }
+
+
+@dataclass(frozen=True)
+class AskResult:
+    question: str
+    answers: tuple[Quote, ...]
+    no_answer: bool
+    closest: tuple[Quote, ...] = ()  # shown (labelled) when no_answer is true
+    timings_ms: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "question": self.question,
+            "no_answer": self.no_answer,
+            "answers": [q.to_dict() for q in self.answers],
+            "closest": [q.to_dict() for q in self.closest],
+            "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
+        }
