@@ -107,7 +107,7 @@ _PATTERNS = {
         r"(?:(?:about|around|at least|more than|over|nearly|almost|some|up to)\s)?"
         r"(?:\$\s?)?\d[\d,.]*(?:\s?-\s?\d[\d,.]*)?(?:\s?(?:%|percent|per cent|million|billion"
         r"|thousand|hundred))?(?:[- ](?:year|month|day|hour)s?(?:[- ]old)?)?"
-        r"|\b(?:(?:about|around|at least|more than|over|nearly|some)\s)?" + _NUMWORD
+        r"|\b(?:(?:about|around|at least|more than|over|nearly|some)\s)?(?:a\s)?" + _NUMWORD
         + r"(?:\s(?:of\s)?(?:hundred|thousand|million)s?)?\b",
         re.IGNORECASE,
     ),
@@ -124,6 +124,27 @@ _PATTERNS = {
 }
 _PATTERNS["where"] = _PATTERNS["who"]
 _WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def _base(word: str) -> str:
+    w = word.lower()
+    return w[:-1] if len(w) > 3 and w.endswith("s") else w
+
+
+def _trim_known_words(sentence: str, s: int, e: int, q_words: set[str]) -> tuple[int, int]:
+    """Drop leading/trailing words of a name the question already says ("Chair", "Coalition")."""
+    known = {_base(w) for w in q_words}
+    words = list(_WORD.finditer(sentence, s, e))
+    n = len(words)
+    while len(words) > 1 and _base(words[0].group()) in known:
+        words.pop(0)
+    lead = n - len(words)
+    while len(words) > 1 and _base(words[-1].group()) in known:
+        words.pop()
+    trail = n - lead - len(words)
+    start = words[0].start() if lead else s
+    end = words[-1].end() if trail else e  # untrimmed ends keep "%", "U.S." and the like
+    return start, end
 
 
 def question_type(question: str) -> str | None:
@@ -153,7 +174,8 @@ def answer_span(question: str, sentence: str) -> tuple[int, int] | None:
         text = sentence[s:e].strip(" ,.;:")
         s = sentence.index(text, s) if text else s
         e = s + len(text)
-        words = {w.lower() for w in _WORD.findall(text)}
+        s, e = _trim_known_words(sentence, s, e, q_words)
+        words = {w.lower() for w in _WORD.findall(sentence[s:e])}
         if not words or words <= q_words:
             continue
         if qtype in ("who", "where") and s == 0 and len(words) == 1:

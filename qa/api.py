@@ -10,6 +10,7 @@ import re
 import threading
 import time
 import unicodedata
+from dataclasses import replace
 from pathlib import Path
 
 from . import answering, index as index_mod, retrieval
@@ -119,7 +120,11 @@ class Verbatim:
             "answer": (t3 - t2) * 1e3, "total": (t3 - t0) * 1e3,
         }
         if no_answer:
-            return AskResult(q, (), True, tuple(quotes), timings)
+            # the closest passages are shown as such, never with "answer words" marked
+            closest = tuple(
+                replace(x, answer=None, answer_start=None, answer_end=None) for x in quotes
+            )
+            return AskResult(q, (), True, closest, timings)
         return AskResult(q, tuple(quotes), False, (), timings)
 
 

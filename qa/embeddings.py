@@ -38,6 +38,9 @@ class SentenceTransformerEncoder:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        _quiet_loading_bars()
         try:
             from sentence_transformers import SentenceTransformer
 
@@ -67,6 +70,16 @@ class SentenceTransformerEncoder:
 
     def encode_documents(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
         return self._encode(texts, progress)
+
+
+def _quiet_loading_bars() -> None:
+    try:
+        from transformers.utils import logging as tlog
+
+        tlog.disable_progress_bar()
+        tlog.set_verbosity_error()
+    except Exception:  # an optional nicety; never fail loading over it
+        pass
 
 
 _TOKEN = re.compile(r"\w+")

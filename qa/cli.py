@@ -1,0 +1,202 @@
+"""The ``qa`` command: parse, call the API, print. No retrieval logic lives here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .config import DEFAULT_CORPUS, DEFAULT_INDEX
+
+EXIT_USAGE = 2
+
+
+def _err(msg: str) -> None:
+    print(f"qa: {msg}", file=sys.stderr)
+
+
+def _service(args):
+    from .api import Verbatim
+    from .config import IndexSettings
+
+    settings = IndexSettings(model=args.model) if getattr(args, "model", None) else None
+    return Verbatim(Path(args.corpus), Path(args.index), settings=settings)
+
+
+def cmd_index(args) -> int:
+    v = _service(args)
+    report = v.sync(progress=sys.stderr.isatty(), log=_err, wait=not args.no_wait)
+    for w in report.warnings:
+        _err(f"warning: {w}")
+    if args.json:
+        print(json.dumps(report.__dict__ | {"summary": report.summary()}, indent=2, default=list))
+        return 0
+    print(f"index {v.index_dir}: {report.summary()} ({report.seconds:.1f} s)")
+    for a, b in report.renamed:
+        print(f"  renamed {a} -> {b} (not re-embedded)")
+    if report.chunks_embedded:
+        print(f"  embedded {report.chunks_embedded} passages and {report.sentences_embedded} sentences")
+    return 0
+
+
+def _emph(quote: str, q_start: int, a_start, a_end, tty: bool) -> str:
+    if a_start is None or not tty:
+        return quote
+    s, e = a_start - q_start, a_end - q_start
+    return f"{quote[:s]}\033[1;4m{quote[s:e]}\033[0m{quote[e:]}"
+
+
+def _cite(src: dict) -> str:
+    bits = [src["title"] or src["path"], src["publisher"], src["date"]]
+    return " · ".join(b for b in bits if b)
+
+
+def cmd_ask(args) -> int:
+    from .api import clean_question
+    from .retrieval import Filter
+
+    clean_question(args.question)  # fail fast, before loading any model
+    v = _service(args)
+    built = v.ensure_index(log=_err)
+    if built is not None:
+        _err(f"built the index: {built.summary()}")
+    flt = Filter(
+        doc_ids=frozenset(v.index().doc_ids_for(args.source)) if args.source else None,
+        date_from=args.date_from or "", date_to=args.date_to or "",
+    )
+    res = v.ask(args.question, top=args.top, mode=args.mode, flt=flt)
+    out = res.to_dict()
+    if args.json:
+        print(json.dumps(out, ensure_ascii=False, indent=2))
+        return 0
+    tty = sys.stdout.isatty()
+    if res.no_answer:
+        print("No answer in the sources.")
+        if out["closest"]:
+            print("\nClosest passages (not answers):")
+        shown = out["closest"]
+    else:
+        shown = out["answers"]
+    for i, a in enumerate(shown, 1):
+        print(f"\n{i}. “{_emph(a['quote'], a['start'], a['answer_start'], a['answer_end'], tty)}”")
+        if a["answer"] and not tty:
+            print(f"   answer: {a['answer']}")
+        print(f"   — {_cite(a['source'])}")
+        print(f"     {a['source']['path']} [{a['start']}:{a['end']}]"
+              + (f"  {a['source']['url']}" if a["source"]["url"] else "")
+              + f"  score {a['score']:.2f}")
+        for other in a["also_in"]:
+            print(f"     also in: {_cite(other['source'])} ({other['source']['path']})")
+    return 0
+
+
+def cmd_sources(args) -> int:
+    v = _service(args)
+    docs = v.index().documents()
+    if args.json:
+        print(json.dumps({"manifest": v.index().manifest, "documents": docs}, indent=2, ensure_ascii=False))
+        return 0
+    m = v.index().manifest
+    print(f"{len(docs)} documents, {m['counts']['chunks']} passages; model {m['model']}, "
+          f"{m['dense_index']}, built {m['created']}")
+    for d in docs:
+        print(f"  {d['doc_id']}  {d['date'] or '????-??-??':10}  {d['passages']:4d} passages  "
+              f"{d['title'][:70]}  ({d['path']})")
+    return 0
+
+
+def cmd_show(args) -> int:
+    v = _service(args)
+    idx = v.index()
+    ids = idx.doc_ids_for([args.doc])
+    if not ids:
+        from .errors import VerbatimError
+
+        raise VerbatimError(f"no indexed document matches '{args.doc}' (see `qa sources`)")
+    for doc_id in sorted(ids):
+        src = idx.sources([doc_id])[doc_id]
+        print(json.dumps(src.to_dict(), ensure_ascii=False, indent=2))
+        print("-" * 72)
+        sys.stdout.write(idx.document_text(doc_id))
+        print()
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from .web import serve
+
+    serve(
+        corpus_dir=Path(args.corpus), index_dir=Path(args.index),
+        host=args.host, port=args.port,
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="qa", description="Verbatim: answers quoted exactly from your sources."
+    )
+    p.add_argument("--corpus", default=str(DEFAULT_CORPUS), help="folder of articles (default: corpus/)")
+    p.add_argument("--index", default=str(DEFAULT_INDEX), help="index folder (default: embeddings/)")
+    p.add_argument("--model", default=None, help="embedding model (default: all-MiniLM-L6-v2)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("index", help="build or update the index incrementally")
+    s.add_argument("--json", action="store_true", help="print the sync report as JSON")
+    s.add_argument("--no-wait", action="store_true", help="fail instead of waiting for another writer")
+    s.set_defaults(func=cmd_index)
+
+    s = sub.add_parser("ask", help="ask a question")
+    s.add_argument("question")
+    s.add_argument("--top", type=int, default=3, help="number of quotes (default 3)")
+    s.add_argument("--json", action="store_true", help="print the answer as JSON")
+    s.add_argument("--mode", choices=["hybrid", "dense", "bm25"], default="hybrid")
+    s.add_argument("--source", action="append", help="restrict to a document (id or path); repeatable")
+    s.add_argument("--date-from", help="only documents dated on/after YYYY[-MM[-DD]]")
+    s.add_argument("--date-to", help="only documents dated on/before YYYY[-MM[-DD]]")
+    s.set_defaults(func=cmd_ask)
+
+    s = sub.add_parser("sources", help="list indexed documents")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_sources)
+
+    s = sub.add_parser("show", help="print a document's metadata and text")
+    s.add_argument("doc", help="document id or path")
+    s.set_defaults(func=cmd_show)
+
+    s = sub.add_parser("serve", help="start the browser app")
+    s.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=7860)
+    s.set_defaults(func=cmd_serve)
+
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .errors import VerbatimError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "top", 1) is not None and not 1 <= getattr(args, "top", 1) <= 50:
+        parser.error("--top must be between 1 and 50")
+    try:
+        return int(args.func(args) or 0)
+    except VerbatimError as err:
+        _err(str(err))
+        return 1
+    except KeyboardInterrupt:
+        _err("interrupted; the index on disk is unchanged")
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as err:  # last resort: one line, not a traceback
+        if os.environ.get("VERBATIM_DEBUG"):
+            raise
+        _err(f"internal error ({type(err).__name__}: {err}); set VERBATIM_DEBUG=1 for details")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""End to end with the real model on the shipped corpus, through the `qa` console script."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import CORPUS, REPO
+
+pytestmark = pytest.mark.slow
+QA = str(Path(sys.executable).with_name("qa"))
+
+
+def _qa(*args, index: Path, check=True):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    p = subprocess.run([QA, "--corpus", str(CORPUS), "--index", str(index), *args],
+                       capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert "Traceback" not in p.stderr, p.stderr
+    if check:
+        assert p.returncode == 0, p.stderr
+    return p
+
+
+@pytest.fixture(scope="module")
+def cli_index(tmp_path_factory):
+    return tmp_path_factory.mktemp("cli") / "index"
+
+
+def test_ask_builds_missing_index_and_quotes_600_verbatim(cli_index):
+    p = _qa("ask", "--json", "How many North Korean refugees did China forcibly repatriate in October 2023?",
+            index=cli_index)
+    out = json.loads(p.stdout)
+    assert out["no_answer"] is False
+    first = out["answers"][0]
+    assert "600" in first["quote"]
+    assert first["source"]["path"] == "corpus/000_913f2efb5995b750.txt"
+    assert "persecution.org" in first["source"]["publisher"]
+    with open(REPO / first["source"]["path"]) as fh:
+        assert fh.read()[first["start"]:first["end"]] == first["quote"]
+    assert first["answer"] == "600"
+    assert set(first["source"]) >= {"doc_id", "path", "title", "publisher", "date", "url"}
+    assert isinstance(first["score"], float)
+
+
+def test_unrelated_question_is_no_answer(cli_index):
+    out = json.loads(_qa("ask", "--json", "Who won the 2022 FIFA World Cup?", index=cli_index).stdout)
+    assert out["no_answer"] is True and out["answers"] == []
+    assert all(c["answer"] is None for c in out["closest"])  # closest passages are not answers
+
+
+def test_plain_output_and_bad_questions(cli_index):
+    p = _qa("ask", "What percentage of North Korea's population is malnourished?", index=cli_index)
+    assert "41 %" in p.stdout and "Danish European Mission" in p.stdout
+    for bad in ["", "   ", "x" * 20000]:
+        p = _qa("ask", bad, index=cli_index, check=False)
+        assert p.returncode == 1 and len(p.stderr.strip().splitlines()) == 1
+
+
+QUESTIONS = [
+    "How many North Korean refugees did China forcibly repatriate in October 2023?",
+    "Who is the chair of the North Korean Freedom Coalition?",
+    "What percentage of North Korea's population is malnourished?",
+    "Where were the ten defectors arrested?",
+    "When did Grace Jo come to the United States?",
+    "Why does China refuse to treat North Koreans as refugees?",
+    "How long was Grace Jo imprisoned in China?",
+    "What did the UN Commission of Inquiry say about China in 2014?",
+]
+
+
+@pytest.mark.parametrize("question", QUESTIONS)
+def test_every_quote_is_the_file_text_at_its_offsets(real_service, question):
+    res = real_service.ask(question, top=5)
+    for q in res.answers + res.closest:
+        text = (REPO / q.source.path).read_text()
+        assert text[q.start:q.end] == q.text
+        assert text[q.context_start:q.start] == q.context_before
+        assert text[q.end:q.context_end] == q.context_after
+        if q.answer is not None:
+            assert text[q.answer_start:q.answer_end] == q.answer
+            assert q.start <= q.answer_start < q.answer_end <= q.end
+        for src, s, e in q.also_in:
+            assert (REPO / src.path).read_text()[s:e] == q.text
+
+
+def test_answers_on_the_shipped_corpus(real_service):
+    r = real_service.ask("Who is the chair of the North Korean Freedom Coalition?")
+    assert not r.no_answer and "Suzanne Scholte" in r.answers[0].text
+    assert r.answers[0].answer == "Suzanne Scholte"
+    r = real_service.ask("What is the capital of France?")
+    assert r.no_answer
+
+
+def test_index_is_intact_after_bad_files(tmp_path):
+    import shutil
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(CORPUS, corpus)
+    base = ["--corpus", str(corpus), "--index", str(tmp_path / "idx"), "--model", "hashing-256"]
+    run = lambda *a: subprocess.run([QA, *base, *a], capture_output=True, text=True, timeout=300)
+    assert run("index").returncode == 0
+    q = "How many North Korean refugees did China forcibly repatriate in October 2023?"
+    before = json.loads(run("ask", "--json", q).stdout)
+    (corpus / "binary.txt").write_bytes(bytes(range(256)) * 10)
+    (corpus / "empty.txt").write_bytes(b"")
+    (corpus / "cp1252.txt").write_bytes("\x93Smart quotes\x94 from Windows.".encode("latin-1"))
+    p = run("index")
+    assert p.returncode == 0 and "Traceback" not in p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert any("binary.txt: looks like a binary file" in l for l in lines)
+    assert any("empty.txt: empty document" in l for l in lines)
+    assert any("cp1252.txt: not valid UTF-8" in l for l in lines)
+    after = json.loads(run("ask", "--json", q).stdout)
+    top = lambda r: [(a["quote"], a["source"]["path"], a["start"]) for a in r["answers"] + r["closest"]][0]
+    assert top(after) == top(before)

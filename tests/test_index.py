@@ -1,0 +1,192 @@
+"""Incremental indexing stories, with the deterministic hashing encoder."""
+
+import json
+import shutil
+import sqlite3
+
+import faiss
+import numpy as np
+import pytest
+
+from qa import Verbatim
+from qa import index as index_mod
+from qa.config import IndexSettings
+from qa.errors import IndexBusy
+
+
+def _all_quotable(v: Verbatim) -> list[str]:
+    idx = v.index()
+    rows = idx.db().execute(
+        "SELECT s.doc_id, s.start, s.\"end\" FROM sentences s WHERE kind='body'").fetchall()
+    return [idx.document_text(d)[a:b] for d, a, b in rows]
+
+
+def _state(v: Verbatim):
+    """Everything that defines the index content, independent of ids."""
+    idx = v.index()
+    db = idx.db()
+    docs = sorted(db.execute("SELECT doc_id, text FROM documents").fetchall())
+    paths = sorted(db.execute("SELECT * FROM paths").fetchall())
+    sents = sorted(db.execute('SELECT doc_id, idx, start, "end", kind, emb FROM sentences').fetchall())
+    chunks = sorted(db.execute('SELECT doc_id, start, "end" FROM chunks').fetchall())
+    return docs, paths, sents, chunks
+
+
+def test_build_then_unchanged_sync_embeds_nothing(hashing_service):
+    r1 = hashing_service.sync()
+    assert len(r1.added) == 5 and r1.chunks_embedded > 0
+    calls = hashing_service.encoder.calls
+    gen = hashing_service.index().gen_dir
+    r2 = hashing_service.sync()
+    assert not r2.changed_anything and r2.unchanged == 5
+    assert hashing_service.encoder.calls == calls  # nothing re-embedded
+    assert hashing_service.index().gen_dir == gen  # no new generation written
+
+
+def test_every_store_agrees_after_build(hashing_service):
+    hashing_service.sync()
+    idx = hashing_service.index()
+    chunk_ids = {r[0] for r in idx.db().execute("SELECT id FROM chunks")}
+    assert idx.dense.ntotal == len(chunk_ids)
+    assert set(idx.bm25_ids.tolist()) == chunk_ids
+    for cid in chunk_ids:  # FAISS holds exactly those ids
+        idx.dense.reconstruct(int(cid))
+
+
+def test_edit_replaces_old_wording_everywhere(hashing_service, corpus_copy):
+    hashing_service.sync()
+    f = corpus_copy / "000_913f2efb5995b750.txt"
+    old = "China forcibly repatriated 600 North Korean refugees"
+    new = "China forcibly repatriated 650 North Korean refugees"
+    f.write_text(f.read_text().replace(old, new))
+    r = hashing_service.sync()
+    assert r.changed == [f"corpus/{f.name}"] and not r.added and not r.removed
+    quotable = _all_quotable(hashing_service)
+    assert not any(old in q for q in quotable)
+    assert any(new in q for q in quotable)
+    res = hashing_service.ask("How many refugees were forcibly repatriated in October 2023?", top=5)
+    everything = res.answers + res.closest
+    assert not any("600 North Korean" in q.text for q in everything)
+    # the stores agree: no stale vector or BM25 row
+    idx = hashing_service.index()
+    ids = {r[0] for r in idx.db().execute("SELECT id FROM chunks")}
+    assert idx.dense.ntotal == len(ids) and set(idx.bm25_ids.tolist()) == ids
+
+
+def test_delete_removes_document_from_answers(hashing_service, corpus_copy):
+    hashing_service.sync()
+    (corpus_copy / "000_913f2efb5995b750.txt").unlink()
+    r = hashing_service.sync()
+    assert r.removed == ["corpus/000_913f2efb5995b750.txt"]
+    docs = {d["path"] for d in hashing_service.index().documents()}
+    assert "corpus/000_913f2efb5995b750.txt" not in docs and len(docs) == 4
+    res = hashing_service.ask("Transitional Justice Working Group 600 refugees", top=5)
+    assert all(q.source.doc_id != "bb29223ad260c96c" for q in res.answers + res.closest)
+
+
+def test_add_new_document(hashing_service, corpus_copy):
+    hashing_service.sync()
+    (corpus_copy / "new.txt").write_text(
+        "Title: Snow report\n\nThe village of Zermatt received 140 centimetres of snow in one night.\n")
+    calls = hashing_service.encoder.calls
+    r = hashing_service.sync()
+    assert r.added == ["corpus/new.txt"] and r.unchanged == 5
+    assert hashing_service.encoder.calls - calls == r.chunks_embedded + r.sentences_embedded <= 4
+    res = hashing_service.ask("How much snow did Zermatt receive in one night?")
+    top = (res.answers or res.closest)[0]
+    assert "140 centimetres" in top.text and top.source.title == "Snow report"
+
+
+def test_rename_is_not_reembedded_and_duplicates_are_indexed_once(hashing_service, corpus_copy):
+    hashing_service.sync()
+    calls = hashing_service.encoder.calls
+    src = corpus_copy / "003_ba6c32f1455b1fa4.txt"
+    src.rename(corpus_copy / "renamed.txt")
+    r = hashing_service.sync()
+    assert r.renamed == [("corpus/003_ba6c32f1455b1fa4.txt", "corpus/renamed.txt")]
+    assert hashing_service.encoder.calls == calls
+    shutil.copy(corpus_copy / "renamed.txt", corpus_copy / "copy.txt")
+    hashing_service.sync()
+    assert hashing_service.encoder.calls == calls
+    docs = hashing_service.index().documents()
+    assert len(docs) == 5
+    dup = [d for d in docs if "corpus/copy.txt" in d["paths"]][0]
+    assert dup["paths"] == ["corpus/copy.txt", "corpus/renamed.txt"]
+
+
+def test_metadata_change_updates_without_reembedding(hashing_service, corpus_copy):
+    hashing_service.sync()
+    calls = hashing_service.encoder.calls
+    side = corpus_copy / "004_16947189698fbbee.txt.meta.json"
+    meta = json.loads(side.read_text())
+    meta["title"] = "A corrected title"
+    side.write_text(json.dumps(meta))
+    r = hashing_service.sync()
+    assert r.metadata_updated == ["corpus/004_16947189698fbbee.txt"]
+    assert hashing_service.encoder.calls == calls
+    assert hashing_service.index().sources(["5338c55b59e9d86d"])["5338c55b59e9d86d"].title == "A corrected title"
+
+
+def test_settings_change_forces_rebuild(hashing_service, corpus_copy, tmp_path):
+    hashing_service.sync()
+    v2 = Verbatim(corpus_copy, hashing_service.index_dir, root=tmp_path,
+                  settings=IndexSettings(model="hashing-256", chunk_sentences=3))
+    msgs = []
+    r = v2.sync(log=msgs.append)
+    assert r.rebuilt_reason == "the chunking settings changed"
+    assert any("rebuilding" in m for m in msgs)
+    assert v2.index().manifest["settings"]["chunk_sentences"] == 3
+    v3 = Verbatim(corpus_copy, hashing_service.index_dir, root=tmp_path,
+                  settings=IndexSettings(model="hashing-128", chunk_sentences=3))
+    assert "embedding model changed" in v3.sync().rebuilt_reason
+    assert v3.index().dense.d == 128
+
+
+def test_crash_mid_write_leaves_previous_index_loadable(hashing_service, corpus_copy, monkeypatch):
+    hashing_service.sync()
+    before = _state(hashing_service)
+    (corpus_copy / "000_913f2efb5995b750.txt").unlink()
+    (corpus_copy / "extra.txt").write_text("A brand new sentence about the Yalu river.")
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(index_mod, "_write_bm25", boom)
+    with pytest.raises(KeyboardInterrupt):
+        hashing_service.sync()
+    monkeypatch.undo()
+    fresh = Verbatim(corpus_copy, hashing_service.index_dir, root=hashing_service.root,
+                     settings=hashing_service.settings)
+    assert _state(fresh) == before  # the old generation is still live and intact
+    assert len(list(hashing_service.index_dir.glob("gen-*"))) == 2  # the half-written one
+    fresh.sync()  # converges, and cleans up the leftover
+    assert len(list(hashing_service.index_dir.glob("gen-*"))) == 1
+    # ...to exactly what a clean build gives
+    clean = Verbatim(corpus_copy, hashing_service.index_dir.parent / "clean", root=hashing_service.root,
+                     settings=hashing_service.settings)
+    clean.sync()
+    assert _state(fresh) == _state(clean)
+
+
+def test_concurrent_writer_gets_a_clear_message(hashing_service):
+    hashing_service.sync()
+    with index_mod.WriteLock(hashing_service.index_dir):
+        with pytest.raises(IndexBusy, match="being updated by pid"):
+            hashing_service.sync(wait=False)
+
+
+def test_bad_files_are_skipped_and_index_intact(hashing_service, corpus_copy):
+    hashing_service.sync()
+    before = _state(hashing_service)
+    (corpus_copy / "binary.txt").write_bytes(b"\x7fELF\x00\x00\x01\x02" * 100)
+    (corpus_copy / "empty.txt").write_text("")
+    (corpus_copy / "latin1.txt").write_bytes("Caf\xe9 society in Pyongyang is small.".encode("latin-1"))
+    (corpus_copy / "image.png").write_bytes(b"\x89PNG\r\n")
+    r = hashing_service.sync()
+    assert any("binary" in s for s in r.skipped)
+    assert any("empty document" in s for s in r.skipped)
+    assert any("unsupported file type" in s for s in r.skipped)
+    assert any("not valid UTF-8" in w for w in r.warnings)
+    assert r.added == ["corpus/latin1.txt"]
+    docs, paths, sents, chunks = _state(hashing_service)
+    assert [p for p in paths if p[0] != "corpus/latin1.txt"] == before[1]

@@ -1,0 +1,62 @@
+import numpy as np
+import pytest
+
+from qa import retrieval
+from qa.retrieval import Filter
+
+
+def test_rrf_sums_reciprocal_ranks():
+    fused = retrieval.rrf([[1, 2, 3], [3, 1]], k=60)
+    assert fused[1] == pytest.approx(1 / 61 + 1 / 62)
+    assert fused[3] == pytest.approx(1 / 63 + 1 / 61)
+    assert fused[2] == pytest.approx(1 / 62)
+    assert retrieval.rrf([[], []]) == {}
+
+
+def test_dense_search_matches_brute_force(hashing_service):
+    hashing_service.sync()
+    idx = hashing_service.index()
+    q = hashing_service.encoder.encode_queries(["refugees forcibly repatriated by China"])[0]
+    ids = [r[0] for r in idx.db().execute("SELECT id FROM chunks ORDER BY id")]
+    vecs = np.stack([idx.dense.reconstruct(int(i)) for i in ids])
+    brute = [ids[i] for i in np.argsort(-(vecs @ q), kind="stable")[:7]]
+    got, scores = retrieval.dense_search(idx, q, 7, None)
+    assert set(got[:5]) == set(brute[:5])
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_hybrid_returns_attributed_passages(hashing_service):
+    hashing_service.sync()
+    idx = hashing_service.index()
+    q = "Tumen river Jilin Province North Hamgyong"
+    ps = retrieval.retrieve(idx, q, hashing_service.encoder.encode_queries([q])[0], top=5)
+    assert ps and "The Christian Post" in [p.source.publisher for p in ps[:3]]
+    best_bm25 = min((p for p in ps if p.bm25_rank), key=lambda p: p.bm25_rank)
+    assert best_bm25.bm25_rank == 1 and "Jilin Province" in best_bm25.text
+    for p in ps:
+        assert idx.document_text(p.doc_id)[p.start:p.end] == p.text
+        assert p.dense_rank is not None or p.bm25_rank is not None
+    assert [p.score for p in ps] == sorted([p.score for p in ps], reverse=True)
+
+
+def test_modes_and_unknown_words(hashing_service):
+    hashing_service.sync()
+    idx = hashing_service.index()
+    q = "zzzqqq xxyyzz"
+    vec = hashing_service.encoder.encode_queries([q])[0]
+    assert retrieval.retrieve(idx, q, vec, mode="bm25") == []
+    bm = retrieval.retrieve(idx, "Shenyang police station", vec, mode="bm25")
+    assert bm and all(p.dense_rank is None for p in bm)
+
+
+def test_filters_by_document_and_date(hashing_service):
+    hashing_service.sync()
+    idx = hashing_service.index()
+    q = "North Korean refugees repatriated"
+    vec = hashing_service.encoder.encode_queries([q])[0]
+    only = frozenset(idx.doc_ids_for(["corpus/001_3f75c32a2e97a8a6.txt"]))
+    ps = retrieval.retrieve(idx, q, vec, top=8, flt=Filter(doc_ids=only))
+    assert ps and {p.doc_id for p in ps} == set(only)
+    ps = retrieval.retrieve(idx, q, vec, top=20, flt=Filter(date_from="2018-01-01", date_to="2018-12-31"))
+    assert ps and {p.source.date for p in ps} <= {"2018-01", "2018-10-01"}
+    assert retrieval.retrieve(idx, q, vec, flt=Filter(doc_ids=frozenset())) == []
