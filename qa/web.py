@@ -1,0 +1,348 @@
+"""The browser front end: a Gradio chat over ``Verbatim.ask``, plus a document view.
+
+Pure rendering functions come first (testable without a browser); the layout is
+built in ``build_blocks``; ``build_app`` mounts it on a FastAPI app that also
+serves ``/doc/{doc_id}``, the whole article with the quoted sentence marked.
+
+Every string that comes from an article or a question is untrusted: it goes
+through ``esc`` (HTML and markdown escaping) before it is put in a page, and
+the document view is served with a Content-Security-Policy that forbids scripts.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import threading
+from pathlib import Path
+from urllib.parse import quote as urlquote
+
+from .api import Verbatim
+from .errors import VerbatimError
+from .retrieval import Filter
+
+EXAMPLES = [
+    "How many North Korean refugees did China forcibly repatriate in October 2023?",
+    "Why does China send North Korean defectors back?",
+    "What happens to defectors who are sent back to North Korea?",
+    "Where were the ten North Korean defectors arrested?",
+    "What percentage of North Korea's population is malnourished?",
+]
+INTRO = (
+    "**Verbatim** answers only with sentences quoted exactly from the indexed articles, "
+    "with the source of each. If the articles don't answer, it says so."
+)
+
+# characters that markdown or LaTeX rendering could give meaning to
+_MD = {c: f"&#{ord(c)};" for c in "\\`*_{}[]()#+!|~$:"}
+
+
+def esc(text: str) -> str:
+    """Escape untrusted text for HTML that may also pass through a markdown renderer."""
+    out = html.escape(text, quote=True)
+    out = "".join(_MD.get(c, c) for c in out)
+    return out.replace("\n", "<br>")
+
+
+def _attr(text: str) -> str:
+    return html.escape(text, quote=True).replace("\n", "&#10;")
+
+
+def relevance_label(score: float, threshold: float) -> str:
+    if score >= threshold + 0.2:
+        word = "high"
+    elif score >= threshold:
+        word = "medium"
+    else:
+        word = "low"
+    return f"relevance {word} ({score:.2f})"
+
+
+def citation_text(a: dict) -> str:
+    s = a["source"]
+    parts = [f"“{a['quote']}”", s["title"] or s["path"]]
+    if s["authors"]:
+        parts.append(", ".join(s["authors"]))
+    for k in ("publisher", "date", "url"):
+        if s[k]:
+            parts.append(s[k])
+    if not s["url"]:
+        parts.append(s["path"])
+    return " — ".join(parts[:2]) + (". " + ". ".join(parts[2:]) if len(parts) > 2 else "") + "."
+
+
+def doc_link(doc_id: str, start: int, end: int) -> str:
+    return f"/doc/{urlquote(doc_id)}?s={int(start)}&e={int(end)}#quote"
+
+
+def _source_line(src: dict) -> str:
+    bits = [f"<b>{esc(src['title'] or src['path'])}</b>"]
+    for k in ("publisher", "date"):
+        if src[k]:
+            bits.append(esc(src[k]))
+    return " · ".join(bits)
+
+
+def render_quote(a: dict, threshold: float, answer: bool = True) -> str:
+    q, start = a["quote"], a["start"]
+    if answer and a.get("answer_start") is not None:
+        s, e = a["answer_start"] - start, a["answer_end"] - start
+        body = f"{esc(q[:s])}<mark class='vb-ans'>{esc(q[s:e])}</mark>{esc(q[e:])}"
+    else:
+        body = esc(q)
+    src = a["source"]
+    link = doc_link(src["doc_id"], a["start"], a["end"])
+    also = ""
+    if a["also_in"]:
+        others = "; ".join(
+            f"<a href='{_attr(doc_link(o['source']['doc_id'], o['start'], o['end']))}' "
+            f"target='_blank' rel='noopener'>{_source_line(o['source'])}</a>"
+            for o in a["also_in"]
+        )
+        also = f"<div class='vb-also'>also in: {others}</div>"
+    ctx = a["context"]
+    context = (
+        "<details class='vb-ctx'><summary>Show surrounding sentences</summary>"
+        f"<div>{esc(ctx['before'])}<b>{esc(q)}</b>{esc(ctx['after'])}</div></details>"
+    )
+    return (
+        f"<div class='vb-item'><blockquote class='vb-quote'>“{body}”</blockquote>"
+        f"<div class='vb-cite'>— <a class='vb-open' href='{_attr(link)}' target='_blank' "
+        f"rel='noopener'>{_source_line(src)}</a> · <span class='vb-rel'>"
+        f"{relevance_label(a['score'], threshold)}</span> "
+        f"<button class='vb-copy' type='button'>Copy citation</button>"
+        f"<span class='vb-cite-text'>{esc(citation_text(a))}</span></div>{also}{context}</div>"
+    )
+
+
+def render_answer(result: dict, threshold: float) -> str:
+    """The assistant's reply for one ``ask`` result (``AskResult.to_dict()``)."""
+    if not result["no_answer"]:
+        return "".join(render_quote(a, threshold) for a in result["answers"])
+    out = "<div class='vb-none'><b>The sources don't answer this.</b></div>"
+    if result["closest"]:
+        out += (
+            "<hr><div class='vb-closest-label'>Closest passages — <i>not answers</i>:</div>"
+            "<div class='vb-closest'>"
+            + "".join(render_quote(a, threshold, answer=False) for a in result["closest"])
+            + "</div>"
+        )
+    return out
+
+
+DOC_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src 'none'; base-uri 'none'; form-action 'none'"
+
+
+def render_document(text: str, source: dict, start: int | None, end: int | None) -> str:
+    """A whole article as a standalone page, the quoted span marked and scrolled to."""
+    if start is not None and end is not None and 0 <= start < end <= len(text):
+        body = (f"{html.escape(text[:start])}<mark id='quote'>{html.escape(text[start:end])}</mark>"
+                f"{html.escape(text[end:])}")
+    else:
+        body = html.escape(text)
+    meta_rows = "".join(
+        f"<tr><th>{k}</th><td>{html.escape(str(v))}</td></tr>"
+        for k, v in [
+            ("Title", source["title"]), ("Publisher", source["publisher"]), ("Date", source["date"]),
+            ("Authors", ", ".join(source["authors"])), ("URL", source["url"]),
+            ("File", ", ".join(source["paths"]) or source["path"]), ("Document id", source["doc_id"]),
+        ] if v
+    )
+    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>{html.escape(source['title'] or source['path'])} — Verbatim</title>
+<style>
+body{{font:16px/1.6 Georgia,serif;max-width:46rem;margin:2rem auto;padding:0 1rem;color:#222}}
+table{{font:14px sans-serif;border-collapse:collapse;margin-bottom:1.5rem}}
+th{{text-align:left;padding-right:1rem;color:#666;vertical-align:top}}
+pre{{white-space:pre-wrap;font:inherit}}
+mark{{background:#ffe58a;padding:.1em 0;scroll-margin-top:40vh}}
+</style></head><body>
+<h1 style="font-size:1.4rem">{html.escape(source['title'] or source['path'])}</h1>
+<table>{meta_rows}</table>
+<pre id="doc">{body}</pre></body></html>"""
+
+
+CSS = """
+.vb-quote{border-left:4px solid #c9a227;margin:.2em 0 .4em;padding:.2em .8em;font-size:1.05em}
+.vb-ans{background:#ffe58a;font-weight:600;padding:0 .1em}
+.vb-cite{font-size:.9em;color:#444}
+.vb-also{font-size:.85em;color:#555;margin-top:.2em}
+.vb-ctx summary{cursor:pointer;font-size:.85em;color:#555}
+.vb-item{margin-bottom:1em}
+.vb-copy{font-size:.8em;margin-left:.5em;padding:0 .5em;border:1px solid #aaa;border-radius:4px;cursor:pointer}
+.vb-closest{opacity:.75}
+.vb-cite-text{display:none}
+.vb-closest-label{font-size:.9em;color:#7a4b00;margin:.3em 0}
+"""
+
+# One delegated listener: a "Copy citation" button copies the hidden citation text of its
+# answer (the chat's sanitizer strips data-* attributes, so the text lives in a span).
+HEAD_JS = """<script>
+document.addEventListener('click', function (ev) {
+  var b = ev.target.closest && ev.target.closest('button.vb-copy');
+  if (!b) return;
+  var item = b.closest('.vb-item');
+  var src = item && item.querySelector('.vb-cite-text');
+  var text = src ? src.textContent : '';
+  function done() { b.textContent = 'Copied'; setTimeout(function(){ b.textContent = 'Copy citation'; }, 1500); }
+  if (navigator.clipboard && window.isSecureContext) {
+    navigator.clipboard.writeText(text).then(done, function () { fallback(); });
+  } else { fallback(); }
+  function fallback() {
+    var t = document.createElement('textarea'); t.value = text; document.body.appendChild(t);
+    t.select(); try { document.execCommand('copy'); done(); } finally { t.remove(); }
+  }
+});
+</script>"""
+
+
+class WebApp:
+    """Handlers bound to one service; no module-level mutable state."""
+
+    def __init__(self, service: Verbatim):
+        self.service = service
+        self._lock = threading.Lock()
+
+    # -- data for the side panel
+
+    def documents(self) -> list[dict]:
+        try:
+            return self.service.index().documents()
+        except VerbatimError:
+            return []
+
+    def doc_choices(self) -> list[tuple[str, str]]:
+        return [
+            (f"{d['title'][:80]} · {d['publisher'] or '?'} · {d['date'] or 'undated'} · "
+             f"{d['passages']} passages", d["doc_id"])
+            for d in self.documents()
+        ]
+
+    def status_line(self) -> str:
+        try:
+            m = self.service.index().manifest
+        except VerbatimError as err:
+            return str(err)
+        return (f"{m['counts']['documents']} documents · {m['counts']['chunks']} passages · "
+                f"index updated {m['created'].replace('T', ' ')[:16]}")
+
+    # -- asking
+
+    def ask_json(self, question: str, top: int = 3, sources: list[str] | None = None,
+                 date_from: str = "", date_to: str = "") -> dict:
+        """The API endpoint: same JSON as ``qa ask --json``."""
+        all_ids = {d["doc_id"] for d in self.documents()}
+        chosen = None if not sources or set(sources) >= all_ids else frozenset(sources)
+        flt = Filter(doc_ids=chosen, date_from=(date_from or "").strip(), date_to=(date_to or "").strip())
+        return self.service.ask(question, top=int(top), flt=flt).to_dict()
+
+    def chat(self, message: str, history: list, sources: list[str], date_from: str, date_to: str):
+        history = list(history or [])
+        shown = (message or "").strip()
+        history.append({"role": "user", "content": esc(shown[:1000] or "(empty)")})
+        history.append({"role": "assistant", "content": "<i>Searching the sources…</i>"})
+        yield history, ""
+        if sources is not None and len(sources) == 0:
+            reply = "<b>No sources selected.</b> Tick at least one source in the Sources panel."
+        else:
+            try:
+                result = self.ask_json(message, 3, sources, date_from, date_to)
+                reply = render_answer(result, self.service.calibration.threshold)
+            except VerbatimError as err:
+                reply = f"<b>{esc(str(err).capitalize())}.</b>"
+            except ValueError as err:
+                reply = f"<b>{esc(str(err))}</b>"
+        history[-1] = {"role": "assistant", "content": reply}
+        yield history, ""
+
+
+def build_blocks(web: WebApp):
+    import gradio as gr
+
+    with gr.Blocks(title="Verbatim") as demo:
+        gr.Markdown(INTRO)
+        with gr.Row():
+            with gr.Column(scale=3):
+                chat = gr.Chatbot(
+                    label="Answers", height=560, elem_id="chat", render_markdown=False,
+                    sanitize_html=True, latex_delimiters=[], feedback_options=None,
+                    buttons=["copy"],
+                )
+                with gr.Row():
+                    box = gr.Textbox(placeholder="Ask a question about the articles…", show_label=False,
+                                     scale=5, elem_id="question", max_length=1000, submit_btn=False)
+                    send = gr.Button("Ask", variant="primary", scale=1, elem_id="ask")
+                gr.Examples(EXAMPLES, inputs=box, label="Try one of these")
+            with gr.Column(scale=2):
+                status = gr.Markdown(elem_id="status")
+                with gr.Accordion("Sources", open=True):
+                    picked = gr.CheckboxGroup(label="Search only these", elem_id="sources")
+                    with gr.Row():
+                        dfrom = gr.Textbox(label="From date", placeholder="YYYY-MM-DD", elem_id="date-from")
+                        dto = gr.Textbox(label="To date", placeholder="YYYY-MM-DD", elem_id="date-to")
+
+        def refresh():
+            choices = web.doc_choices()
+            return gr.update(choices=choices, value=[c[1] for c in choices]), web.status_line()
+
+        demo.load(refresh, outputs=[picked, status], api_name=False)
+        inputs = [box, chat, picked, dfrom, dto]
+        send.click(web.chat, inputs, [chat, box], api_name=False, show_progress="minimal")
+        box.submit(web.chat, inputs, [chat, box], api_name=False, show_progress="minimal")
+
+        def ask(question: str, top: int = 3) -> str:
+            """Answer with verbatim quotes: the JSON text `qa ask --json` prints.
+
+            Returned as text, not an object: gradio_client would otherwise take the
+            `source.path` fields for files to download.
+            """
+            try:
+                return json.dumps(web.ask_json(question, top), ensure_ascii=False, indent=2)
+            except VerbatimError as err:
+                raise gr.Error(str(err)) from err
+
+        gr.api(ask, api_name="ask")
+    return demo
+
+
+def build_app(service: Verbatim):
+    """A FastAPI app: the Gradio UI at / and the document view at /doc/{doc_id}."""
+    import gradio as gr
+    from fastapi import FastAPI
+    from fastapi.responses import HTMLResponse
+
+    web = WebApp(service)
+    app = FastAPI(title="Verbatim", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.get("/doc/{doc_id}", response_class=HTMLResponse)
+    def doc(doc_id: str, s: int | None = None, e: int | None = None):
+        headers = {"Content-Security-Policy": DOC_CSP, "X-Content-Type-Options": "nosniff"}
+        try:
+            idx = service.index()
+            text = idx.document_text(doc_id)
+            source = idx.sources([doc_id])[doc_id].to_dict()
+        except (KeyError, VerbatimError):
+            return HTMLResponse("<!doctype html><p>No such document in the index.</p>",
+                                status_code=404, headers=headers)
+        return HTMLResponse(render_document(text, source, s, e), headers=headers)
+
+    @app.get("/healthz")
+    def health():
+        return {"ok": True, "status": web.status_line()}
+
+    demo = build_blocks(web)
+    return gr.mount_gradio_app(app, demo, path="/", css=CSS, head=HEAD_JS, footer_links=["api"])
+
+
+def serve(corpus_dir: Path, index_dir: Path, host: str = "127.0.0.1", port: int = 7860) -> None:
+    import uvicorn
+
+    service = Verbatim(corpus_dir, index_dir)
+    built = service.ensure_index(log=print)
+    if built is not None:
+        print(f"built the index: {built.summary()}")
+    service.encoder  # load the model before the first question
+    app = build_app(service)
+    print(f"Verbatim is running at http://{host}:{port}/  (Ctrl-C to stop)")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+

@@ -1,0 +1,236 @@
+"""The browser app: pure renderers, the gradio_client API, and a real headless Chromium."""
+
+import json
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from qa.web import esc, render_answer, render_document
+
+from .conftest import CORPUS, REPO
+
+ARTIFACTS = REPO / "tests" / "artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+HOSTILE = """Title: Smuggling on the Yalu
+
+Brokers on the Yalu river charged 300 dollars per crossing <script>window.__xss = 1; alert(1)</script> according to the report.
+The broker network used <img src=x onerror="window.__xss = 2; alert(2)"> safe houses in Dandong.
+Investigators found <iframe src="javascript:alert(3)"></iframe> ledgers listing 42 crossings.
+The report is at [the ledger](javascript:alert(4)) and **bold** $x$ claims.
+"""
+
+
+def test_esc_neutralises_html_and_markdown():
+    out = esc('<script>alert(1)</script> [a](javascript:x) **b** $c$ "q"')
+    assert "<" not in out.replace("<br>", "") and "[" not in out and "(" not in out
+    assert "*" not in out and "$" not in out and '"' not in out
+
+
+def test_render_answer_no_answer_labels_closest_as_not_answers():
+    a = {"quote": "A <b>sentence</b>.", "start": 10, "end": 28, "score": 0.2, "answer": None,
+         "answer_start": None, "answer_end": None, "also_in": [],
+         "context": {"before": "x", "after": "y", "start": 9, "end": 29},
+         "source": {"doc_id": "d1", "path": "corpus/a.txt", "title": "T", "publisher": "P",
+                    "date": "2020", "url": "", "authors": [], "paths": ["corpus/a.txt"]}}
+    html = render_answer({"no_answer": True, "answers": [], "closest": [a]}, 0.35)
+    assert "don't answer this" in html and "not answers" in html
+    assert "<b>sentence</b>" not in html and "&lt;b&gt;sentence&lt;/b&gt;" in html
+    assert "vb-ans" not in html
+
+
+def test_render_document_marks_span_and_escapes():
+    src = {"doc_id": "d", "path": "p.txt", "title": "<T>", "publisher": "", "date": "", "url": "",
+           "authors": [], "paths": ["p.txt"]}
+    page = render_document("ab<script>cd</script>ef", src, 2, 10)
+    assert "<mark id='quote'>&lt;script&gt;</mark>" in page and "<script>" not in page
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _Server:
+    def __init__(self, service):
+        import uvicorn
+
+        from qa.web import build_app
+
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        cfg = uvicorn.Config(build_app(service), host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(cfg)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.time() + 60
+        while not self.server.started:
+            assert time.time() < deadline, "server did not start"
+            time.sleep(0.1)
+
+    def close(self):
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def app_url(real_service):
+    srv = _Server(real_service)
+    yield srv.url
+    srv.close()
+
+
+@pytest.fixture(scope="module")
+def hostile_url(tmp_path_factory):
+    from qa import Verbatim
+    from qa.config import IndexSettings
+
+    root = tmp_path_factory.mktemp("hostile")
+    shutil.copytree(CORPUS, root / "corpus")
+    (root / "corpus" / "hostile.txt").write_text(HOSTILE)
+    v = Verbatim(root / "corpus", root / "index", settings=IndexSettings(model="hashing-256"), root=root)
+    v.sync()
+    srv = _Server(v)
+    yield srv.url
+    srv.close()
+
+
+@pytest.mark.slow
+def test_gradio_client_ask_returns_cli_json(app_url):
+    from gradio_client import Client
+
+    client = Client(app_url, verbose=False)
+    out = json.loads(client.predict(
+        "How many North Korean refugees did China forcibly repatriate in October 2023?", 3, api_name="/ask"))
+    assert out["no_answer"] is False and "600" in out["answers"][0]["quote"]
+    first = out["answers"][0]
+    assert (REPO / first["source"]["path"]).read_text()[first["start"]:first["end"]] == first["quote"]
+    out = json.loads(client.predict("Who won the 2022 FIFA World Cup?", 3, api_name="/ask"))
+    assert out["no_answer"] is True
+    with pytest.raises(Exception, match="please type a question"):
+        client.predict("   ", 3, api_name="/ask")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    pw_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Debian chromium is missing: `make test` installs it (apt-get install chromium)")
+    with pw_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def _ask(page, url, question):
+    page.goto(url)
+    page.wait_for_selector("#question textarea", timeout=60000)
+    page.fill("#question textarea", question)
+    page.click("#ask")
+
+
+@pytest.mark.slow
+def test_browser_question_quote_citation_and_document_view(browser, app_url):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    ctx = browser.new_context(viewport={"width": 1300, "height": 950})
+    page = ctx.new_page()
+    _ask(page, app_url, "How many North Korean refugees did China forcibly repatriate in October 2023?")
+    page.wait_for_selector("#chat .vb-quote", timeout=60000)
+    first = page.locator("#chat .vb-item").first
+    assert "600 North Korean refugees" in first.locator(".vb-quote").inner_text()
+    assert first.locator("mark.vb-ans").inner_text() == "600"
+    assert "International Christian Concern" in first.locator(".vb-cite").inner_text()
+    assert "2024-08-23" in first.locator(".vb-cite").inner_text()
+    page.screenshot(path=str(ARTIFACTS / "chat-answer.png"))
+    # context is one click away
+    first.locator("details summary").click()
+    assert "inflict forced deportation" in first.locator("details").inner_text()
+    # the citation opens the document view, sentence highlighted and scrolled into view
+    with ctx.expect_page() as new:
+        first.locator("a.vb-open").click()
+    doc = new.value
+    doc.wait_for_load_state()
+    mark = doc.locator("mark#quote")
+    assert mark.inner_text().startswith("In October 2023, the Transitional Justice Working Group")
+    assert "Publisher" in doc.locator("table").inner_text()
+    doc.wait_for_function("() => { const r = document.querySelector('mark#quote').getBoundingClientRect();"
+                          " return r.top >= 0 && r.bottom <= window.innerHeight; }", timeout=10000)
+    doc.screenshot(path=str(ARTIFACTS / "document-view.png"))
+    # no answer: a clear reply, then the closest passages, labelled
+    _ask(page, app_url, "Who won the 2022 FIFA World Cup?")
+    page.wait_for_selector("#chat .vb-none", timeout=60000)
+    text = page.locator("#chat").inner_text()
+    assert "The sources don't answer this." in text and "not answers" in text
+    page.screenshot(path=str(ARTIFACTS / "chat-no-answer.png"))
+    ctx.close()
+
+
+@pytest.mark.slow
+def test_browser_copy_citation_and_source_filter(browser, app_url):
+    ctx = browser.new_context(permissions=["clipboard-read", "clipboard-write"])
+    # record what the page hands to the clipboard (headless clipboards are unreliable to read back)
+    ctx.add_init_script("""window.__copied = [];
+      if (navigator.clipboard) { const w = navigator.clipboard.writeText.bind(navigator.clipboard);
+        navigator.clipboard.writeText = (t) => { window.__copied.push(t); return w(t); }; }""")
+    page = ctx.new_page()
+    _ask(page, app_url, "What percentage of North Korea's population is malnourished?")
+    page.wait_for_selector("#chat .vb-copy", timeout=60000)
+    page.locator("#chat .vb-copy").first.click()
+    page.wait_for_function("() => document.querySelector('#chat .vb-copy').textContent === 'Copied'")
+    copied = page.evaluate("window.__copied.join('\\n')")
+    assert "41 % of the population is malnourished" in copied and "Danish European Mission" in copied
+    # restrict to one source: the answer must come from it
+    page.locator("#sources label", has_text="China must stop sending").click()  # untick one
+    for label in page.locator("#sources label").all():
+        if "Christian Post" not in label.inner_text():
+            box = label.locator("input")
+            if box.is_checked():
+                box.uncheck()
+    before = page.locator("#chat .vb-item, #chat .vb-none").count()
+    page.fill("#question textarea", "Where were the defectors arrested?")
+    page.click("#ask")
+    page.wait_for_function(
+        f"() => document.querySelectorAll('#chat .vb-item, #chat .vb-none').length > {before}",
+        timeout=60000)
+    cites = page.locator("#chat .vb-cite").all_inner_texts()[-3:]
+    assert cites and all("Christian Post" in c for c in cites)
+    ctx.close()
+
+
+@pytest.mark.slow
+def test_hostile_article_and_question_render_inert(browser, hostile_url):
+    ctx = browser.new_context()
+    page = ctx.new_page()
+    dialogs = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    _ask(page, hostile_url, "How much did brokers on the Yalu river charge per crossing? <img src=x onerror=alert(5)>")
+    page.wait_for_selector("#chat .vb-item", timeout=60000)
+    before = page.locator("#chat .vb-item").count()
+    page.fill("#question textarea", "What did the broker network use in Dandong? Investigators found ledgers?")
+    page.click("#ask")
+    page.wait_for_function(f"() => document.querySelectorAll('#chat .vb-item').length > {before}",
+                           timeout=60000)
+    page.wait_for_timeout(500)
+    chat = page.locator("#chat")
+    text = chat.inner_text()
+    assert "<script>window.__xss = 1; alert(1)</script>" in text  # shown as text
+    assert "onerror" in text and "<iframe" in text and "javascript:alert(4)" in text
+    assert chat.locator("script, iframe, img[src='x'], img[onerror]").count() == 0
+    assert chat.locator("a[href^='javascript']").count() == 0
+    assert page.evaluate("window.__xss === undefined")
+    # the document view of the hostile article is inert too
+    href = chat.locator("a.vb-open", has_text="Smuggling on the Yalu").first.get_attribute("href")
+    page.goto(hostile_url.rstrip("/") + href)
+    assert "<script>window.__xss" in page.locator("#doc").inner_text()
+    assert page.locator("#doc script, #doc iframe, #doc img").count() == 0
+    assert page.evaluate("window.__xss === undefined")
+    assert dialogs == []
+    page.screenshot(path=str(ARTIFACTS / "hostile.png"))
+    ctx.close()
