@@ -18,7 +18,7 @@ from .config import DEFAULT_CORPUS, DEFAULT_INDEX, MAX_QUESTION_CHARS, REPO_ROOT
 from .embeddings import Encoder, load_encoder
 from .errors import BadQuestion, IndexMissing
 from .retrieval import Filter
-from .types import AskResult
+from .types import AskResult, Passage
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
@@ -99,6 +99,23 @@ class Verbatim:
         flt: Filter = Filter(),
         ask_settings: AskSettings | None = None,
     ) -> AskResult:
+        """Quotes answering ``question`` (or ``no_answer`` with the closest passages)."""
+        return self.ask_with_passages(question, top, mode, flt, ask_settings)[0]
+
+    def ask_with_passages(
+        self,
+        question: str,
+        top: int = 3,
+        mode: str = "hybrid",
+        flt: Filter = Filter(),
+        ask_settings: AskSettings | None = None,
+        retrieve: int = 0,
+    ) -> tuple[AskResult, list[Passage]]:
+        """Like ``ask``, also returning the ranked passages (at least ``retrieve`` of them).
+
+        Only the first ``passages`` (AskSettings) are read by the answerer; the rest are
+        there for retrieval metrics.
+        """
         q = clean_question(question)
         cfg = ask_settings or AskSettings(top=top, mode=mode)
         t0 = time.perf_counter()
@@ -106,12 +123,13 @@ class Verbatim:
         qvec = self.encoder.encode_queries([q])[0]
         t1 = time.perf_counter()
         passages = retrieval.retrieve(
-            idx, q, qvec, top=cfg.passages, candidates=cfg.candidates,
+            idx, q, qvec, top=max(cfg.passages, retrieve), candidates=max(cfg.candidates, retrieve),
             mode=cfg.mode, rrf_k=cfg.rrf_k, flt=flt,
         )
         t2 = time.perf_counter()
-        cands = answering.candidates(idx, q, qvec, passages, self.calibration)
-        sources = {p.doc_id: p.source for p in passages}
+        read = passages[: cfg.passages]
+        cands = answering.candidates(idx, q, qvec, read, self.calibration)
+        sources = {p.doc_id: p.source for p in read}
         quotes = answering.build_quotes(idx, q, cands, cfg.top, sources)
         t3 = time.perf_counter()
         no_answer = not quotes or quotes[0].score < self.calibration.threshold
@@ -124,8 +142,8 @@ class Verbatim:
             closest = tuple(
                 replace(x, answer=None, answer_start=None, answer_end=None) for x in quotes
             )
-            return AskResult(q, (), True, closest, timings)
-        return AskResult(q, tuple(quotes), False, (), timings)
+            return AskResult(q, (), True, closest, timings), passages
+        return AskResult(q, tuple(quotes), False, (), timings), passages
 
 
 def _inside(path: Path, root: Path) -> bool:

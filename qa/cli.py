@@ -171,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=7860)
     s.set_defaults(func=cmd_serve)
 
+    from .evaluate import add_eval_parser
+
+    add_eval_parser(sub)
     return p
 
 

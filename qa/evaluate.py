@@ -1,0 +1,538 @@
+"""``qa eval``: how far to trust the answers, measured on a question set.
+
+Questions come from JSONL (``{"id"?, "question", "answers": [...], "source"?}``; an empty
+``answers`` list means the corpus does not answer) or from a SQuAD v1.1/v2.0 file. With
+``--squad-corpus`` the SQuAD paragraphs become their own corpus (one file per paragraph,
+indexed by the same pipeline as ``qa index``) and every question searches all of them.
+Answers are compared with SQuAD's official normalisation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import statistics
+import string
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .config import REPO_ROOT, AskSettings
+from .errors import VerbatimError
+
+K_VALUES = (1, 5, 10, 20)
+SHIPPED_SET = REPO_ROOT / "eval" / "shipped.jsonl"
+SQUAD_DIR = REPO_ROOT.parent / "shared" / "data" / "squad"
+CACHE = REPO_ROOT / ".cache" / "eval"
+
+
+# --------------------------------------------------------------------------- SQuAD metrics
+
+
+def normalize_answer(s: str) -> str:
+    """SQuAD's official normalisation: lower, drop punctuation and articles, squash spaces."""
+    s = s.lower()
+    s = "".join(ch for ch in s if ch not in set(string.punctuation))
+    s = re.sub(r"\b(a|an|the)\b", " ", s)
+    return " ".join(s.split())
+
+
+def exact_match(pred: str, gold: str) -> float:
+    return float(normalize_answer(pred) == normalize_answer(gold))
+
+
+def f1_score(pred: str, gold: str) -> float:
+    p, g = normalize_answer(pred).split(), normalize_answer(gold).split()
+    common = Counter(p) & Counter(g)
+    same = sum(common.values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(p), same / len(g)
+    return 2 * precision * recall / (precision + recall)
+
+
+def contains_answer(text: str, golds: list[str]) -> bool:
+    t = f" {normalize_answer(text)} "
+    return any(f" {normalize_answer(g)} " in t for g in golds if normalize_answer(g))
+
+
+# --------------------------------------------------------------------------- questions
+
+
+@dataclass
+class EvalQuestion:
+    id: str
+    question: str
+    answers: list[str]
+    source: str | None = None
+
+    @property
+    def answerable(self) -> bool:
+        return bool(self.answers)
+
+
+def _slug(title: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", title).strip("_")[:40] or "article"
+
+
+def load_jsonl(path: Path) -> list[EvalQuestion]:
+    out = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+            answers = obj.get("answers", [])
+            if not isinstance(obj["question"], str) or not isinstance(answers, list):
+                raise TypeError
+        except (ValueError, KeyError, TypeError) as err:
+            raise VerbatimError(
+                f"{path}:{n}: expected {{\"question\": str, \"answers\": [str, ...]}} ({err or 'bad types'})"
+            ) from err
+        out.append(EvalQuestion(str(obj.get("id", n)), obj["question"], [str(a) for a in answers],
+                                obj.get("source")))
+    return out
+
+
+def load_squad(path: Path, corpus_dir: Path | None) -> list[EvalQuestion]:
+    """SQuAD questions; with ``corpus_dir``, also write one file per paragraph there."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))["data"]
+    except (ValueError, KeyError) as err:
+        raise VerbatimError(f"{path}: not a SQuAD file ({err})") from err
+    out = []
+    if corpus_dir is not None:
+        corpus_dir.mkdir(parents=True, exist_ok=True)
+    for a, art in enumerate(data):
+        for p, para in enumerate(art["paragraphs"]):
+            rel = None
+            if corpus_dir is not None:
+                name = f"{a:03d}_{p:03d}_{_slug(art['title'])}.txt"
+                f = corpus_dir / name
+                if not f.exists():
+                    f.write_text(para["context"], encoding="utf-8")
+                    (corpus_dir / (name + ".meta.json")).write_text(json.dumps(
+                        {"title": art["title"].replace("_", " "), "publisher": "Wikipedia (SQuAD)"}))
+                rel = f"corpus/{name}"
+            for qa in para["qas"]:
+                answers = [] if qa.get("is_impossible") else [x["text"] for x in qa["answers"]]
+                out.append(EvalQuestion(qa["id"], qa["question"], answers, rel))
+    return out
+
+
+def sample(questions: list[EvalQuestion], limit: int | None, seed: int) -> list[EvalQuestion]:
+    if limit is None or limit >= len(questions):
+        return questions
+    return random.Random(seed).sample(questions, limit)
+
+
+# --------------------------------------------------------------------------- running
+
+
+@dataclass
+class Prediction:
+    id: str
+    question: str
+    answerable: bool
+    no_answer: bool
+    quote: str | None
+    answer: str | None
+    path: str | None
+    start: int | None
+    end: int | None
+    score: float | None  # the best candidate's score, also when it fell below the threshold
+    latency_ms: float
+    retrieval_rank: int | None  # rank of the first relevant passage
+    top1_correct: bool  # the answer shown first contains a gold answer
+    top3_correct: bool
+    best_contains: bool  # the best candidate contains a gold answer (threshold ignored)
+    em: float
+    f1: float
+    source_correct: bool | None
+    no_answer_correct: bool
+    expected: list[str] = field(default_factory=list)
+    mode: str = "hybrid"
+
+
+def _matches_source(source, gold: str | None) -> bool:
+    if not gold:
+        return False
+    return gold == source.doc_id or gold in source.paths or any(p.endswith("/" + gold) for p in source.paths)
+
+
+def run_questions(service, questions: list[EvalQuestion], mode: str = "hybrid",
+                  progress: bool = True) -> list[Prediction]:
+    from tqdm import tqdm
+
+    preds = []
+    cfg = AskSettings(top=3, mode=mode)
+    for q in tqdm(questions, disable=not progress, desc=f"asking ({mode})", unit="q", leave=False):
+        t = time.perf_counter()
+        try:
+            res, passages = service.ask_with_passages(q.question, ask_settings=cfg, retrieve=max(K_VALUES))
+        except VerbatimError:
+            continue  # an invalid question in the file: skipped, like a user's would be refused
+        ms = (time.perf_counter() - t) * 1e3
+        rank = None
+        for i, p in enumerate(passages[: max(K_VALUES)], 1):
+            if (q.answers and contains_answer(p.text, q.answers)) or _matches_source(p.source, q.source):
+                rank = i
+                break
+        shown = list(res.answers)
+        best = (res.answers or res.closest or (None,))[0]
+        top1 = shown[0] if shown else None
+        ans = top1.answer if top1 is not None else None
+        em = max((exact_match(ans, g) for g in q.answers), default=0.0) if ans else 0.0
+        f1 = max((f1_score(ans, g) for g in q.answers), default=0.0) if ans else 0.0
+        preds.append(Prediction(
+            id=q.id, question=q.question, answerable=q.answerable, no_answer=res.no_answer,
+            quote=top1.text if top1 else None, answer=ans,
+            path=top1.source.path if top1 else None,
+            start=top1.start if top1 else None, end=top1.end if top1 else None,
+            score=best.score if best is not None else None, latency_ms=ms, retrieval_rank=rank,
+            top1_correct=bool(top1 and q.answers and contains_answer(top1.text, q.answers)),
+            top3_correct=bool(q.answers and any(contains_answer(x.text, q.answers) for x in shown)),
+            best_contains=bool(best is not None and q.answers and contains_answer(best.text, q.answers)),
+            em=em, f1=f1,
+            source_correct=(_matches_source(top1.source, q.source) if top1 else False) if q.source else None,
+            no_answer_correct=res.no_answer == (not q.answerable),
+            expected=q.answers, mode=mode,
+        ))
+    return preds
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def _pct(values: list[float], p: float) -> float:
+    s = sorted(values)
+    if not s:
+        return 0.0
+    k = (len(s) - 1) * p / 100
+    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def _mean(xs) -> float:
+    xs = list(xs)
+    return sum(xs) / len(xs) if xs else 0.0
+
+
+def metrics(preds: list[Prediction], build_seconds: float | None = None) -> dict:
+    ans = [p for p in preds if p.answerable]
+    una = [p for p in preds if not p.answerable]
+    m: dict = {"questions": len(preds), "answerable": len(ans), "unanswerable": len(una)}
+    for k in K_VALUES:
+        m[f"hit@{k}"] = _mean(p.retrieval_rank is not None and p.retrieval_rank <= k for p in ans)
+    m["mrr@10"] = _mean(1 / p.retrieval_rank if p.retrieval_rank and p.retrieval_rank <= 10 else 0 for p in ans)
+    # binary relevance, one relevant passage counted (the first found): nDCG = 1/log2(rank+1)
+    m["ndcg@10"] = _mean(1 / _log2(p.retrieval_rank + 1) if p.retrieval_rank and p.retrieval_rank <= 10 else 0
+                         for p in ans)
+    m["top1_contains_answer"] = _mean(p.top1_correct for p in ans)
+    m["top3_contains_answer"] = _mean(p.top3_correct for p in ans)
+    m["best_candidate_contains_answer"] = _mean(p.best_contains for p in ans)
+    m["answered_share"] = _mean(not p.no_answer for p in ans)
+    with_span = [p for p in ans if p.answer]
+    m["span_coverage"] = len(with_span) / len(ans) if ans else 0.0
+    m["span_em"] = _mean(p.em for p in ans)
+    m["span_f1"] = _mean(p.f1 for p in ans)
+    m["span_em_when_given"] = _mean(p.em for p in with_span)
+    m["span_f1_when_given"] = _mean(p.f1 for p in with_span)
+    src = [p for p in ans if p.source_correct is not None]
+    m["source_accuracy"] = _mean(p.source_correct for p in src) if src else None
+    tp = sum(p.no_answer and not p.answerable for p in preds)
+    fp = sum(p.no_answer and p.answerable for p in preds)
+    fn = sum(not p.no_answer and not p.answerable for p in preds)
+    m["no_answer_precision"] = tp / (tp + fp) if tp + fp else None
+    m["no_answer_recall"] = tp / (tp + fn) if tp + fn else None
+    lat = [p.latency_ms for p in preds]
+    m["latency_ms_p50"] = _pct(lat, 50)
+    m["latency_ms_p95"] = _pct(lat, 95)
+    m["latency_ms_max"] = max(lat) if lat else 0.0
+    m["index_build_seconds"] = build_seconds
+    return m
+
+
+def _log2(x: float) -> float:
+    import math
+
+    return math.log2(x)
+
+
+ROWS = [
+    ("retrieval", ["hit@1", "hit@5", "hit@10", "hit@20", "mrr@10", "ndcg@10"]),
+    ("answers", ["top1_contains_answer", "top3_contains_answer", "answered_share", "span_coverage",
+                 "span_em", "span_f1", "source_accuracy"]),
+    ("no answer", ["no_answer_precision", "no_answer_recall"]),
+    ("cost", ["latency_ms_p50", "latency_ms_p95", "latency_ms_max", "index_build_seconds"]),
+]
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.3f}" if v <= 1.0 else f"{v:.1f}"
+    return str(v)
+
+
+def table(columns: dict[str, dict]) -> str:
+    """Metrics as an aligned text table, one column per run (e.g. per retrieval mode)."""
+    names = list(columns)
+    first = next(iter(columns.values()))
+    lines = [f"questions: {first['questions']} ({first['answerable']} answerable, "
+             f"{first['unanswerable']} unanswerable)"]
+    w = max(len(k) for _, ks in ROWS for k in ks) + 2
+    lines.append(" " * w + "".join(f"{n:>12}" for n in names))
+    for section, keys in ROWS:
+        lines.append(f"[{section}]")
+        for k in keys:
+            lines.append(f"  {k:<{w - 2}}" + "".join(f"{_fmt(columns[n].get(k)):>12}" for n in names))
+    return "\n".join(lines)
+
+
+def markdown_table(columns: dict[str, dict]) -> str:
+    names = list(columns)
+    out = ["| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for _, keys in ROWS:
+        for k in keys:
+            out.append(f"| {k} | " + " | ".join(_fmt(columns[n].get(k)) for n in names) + " |")
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _histogram_svg(series: dict[str, list[float]], title: str, lo: float, hi: float, bins: int = 20,
+                   colors=("#2b8a3e", "#c92a2a", "#1864ab")) -> str:
+    width, height, pad = 520, 200, 30
+    edges = [lo + (hi - lo) * i / bins for i in range(bins + 1)]
+    counts = {}
+    for name, vals in series.items():
+        c = [0] * bins
+        for v in vals:
+            i = min(bins - 1, max(0, int((v - lo) / (hi - lo) * bins))) if hi > lo else 0
+            c[i] += 1
+        counts[name] = c
+    top = max([max(c) for c in counts.values()] + [1])
+    bw = (width - 2 * pad) / bins / max(1, len(series))
+    rects = []
+    for si, (name, c) in enumerate(counts.items()):
+        for i, n in enumerate(c):
+            h = (height - 2 * pad) * n / top
+            x = pad + i * (width - 2 * pad) / bins + si * bw
+            rects.append(f"<rect x='{x:.1f}' y='{height - pad - h:.1f}' width='{bw:.1f}' height='{h:.1f}' "
+                         f"fill='{colors[si % len(colors)]}'><title>{name}: {n}</title></rect>")
+    legend = "".join(
+        f"<text x='{pad + 150 * i}' y='14' font-size='12' fill='{colors[i % len(colors)]}'>■ "
+        f"{_esc(n)} ({len(series[n])})</text>" for i, n in enumerate(series))
+    ticks = "".join(f"<text x='{pad + (width - 2 * pad) * i / 4:.0f}' y='{height - 8}' font-size='10'>"
+                    f"{edges[0] + (edges[-1] - edges[0]) * i / 4:.2f}</text>" for i in range(5))
+    return (f"<figure><figcaption>{_esc(title)}</figcaption><svg width='{width}' height='{height}' "
+            f"xmlns='http://www.w3.org/2000/svg'>{legend}{''.join(rects)}{ticks}</svg></figure>")
+
+
+def _esc(s) -> str:
+    import html
+
+    return html.escape(str(s))
+
+
+def html_report(name: str, columns: dict[str, dict], preds: list[Prediction], threshold: float) -> str:
+    right = [p.score for p in preds if p.answerable and p.best_contains and p.score is not None]
+    wrong = [p.score for p in preds if p.answerable and not p.best_contains and p.score is not None]
+    unans = [p.score for p in preds if not p.answerable and p.score is not None]
+    allv = right + wrong + unans or [0.0, 1.0]
+    scores = _histogram_svg({"answerable, right sentence": right, "answerable, wrong sentence": wrong,
+                             "unanswerable": unans},
+                            f"Best-candidate score (no-answer threshold {threshold:.3f})", min(allv), max(allv))
+    lat = [p.latency_ms for p in preds]
+    latency = _histogram_svg({"latency ms": lat}, "Per-question latency (ms)", 0, max(lat + [1.0]))
+    wrong_rows = "".join(
+        f"<tr><td>{_esc(p.id)}</td><td>{_esc(p.question)}</td><td>{_esc(' | '.join(p.expected) or '(no answer)')}</td>"
+        f"<td>{'(no answer)' if p.no_answer else _esc(p.quote)}</td><td>{_esc(p.answer or '')}</td>"
+        f"<td>{_esc(p.path or '')}</td><td>{_fmt(p.score)}</td></tr>"
+        for p in preds
+        if (p.answerable and not p.top1_correct) or (not p.answerable and not p.no_answer)
+    )
+    head = "".join(f"<th>{_esc(n)}</th>" for n in columns)
+    body = "".join(
+        f"<tr><td>{k}</td>" + "".join(f"<td>{_fmt(columns[n].get(k))}</td>" for n in columns) + "</tr>"
+        for _, keys in ROWS for k in keys)
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Verbatim eval: {_esc(name)}</title>
+<style>body{{font:14px sans-serif;margin:2rem}}table{{border-collapse:collapse}}td,th{{border:1px solid #ddd;
+padding:3px 6px;vertical-align:top}}figure{{display:inline-block;margin:1rem}}</style></head><body>
+<h1>Verbatim evaluation: {_esc(name)}</h1><p>{time.strftime('%Y-%m-%d %H:%M')}</p>
+<table><tr><th>metric</th>{head}</tr>{body}</table>{scores}{latency}
+<h2>Wrong answers ({wrong_rows.count('<tr>')})</h2>
+<table><tr><th>id</th><th>question</th><th>expected</th><th>top quote</th><th>span</th><th>source</th><th>score</th></tr>
+{wrong_rows}</table></body></html>"""
+
+
+# --------------------------------------------------------------------------- service setup
+
+
+def _file_hash(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+
+
+def squad_service(path: Path, log=print):
+    """A service over the SQuAD file's paragraphs, cached under .cache/eval/ by file hash."""
+    from .api import Verbatim
+
+    work = CACHE / f"{path.stem}-{_file_hash(path)}"
+    questions = load_squad(path, work / "corpus")
+    v = Verbatim(work / "corpus", work / "index", root=work)
+    t = time.perf_counter()
+    report = v.sync(progress=sys.stderr.isatty(), log=log)
+    build = time.perf_counter() - t if report.chunks_embedded else None
+    if report.chunks_embedded:
+        log(f"indexed {len(report.added)} SQuAD paragraphs in {build:.1f} s")
+    return v, questions, build
+
+
+def calibrate(datasets: dict[str, list[Prediction]]) -> dict:
+    """Pick the no-answer threshold that maximises the mean per-dataset decision accuracy.
+
+    A question is handled well at threshold t when it is unanswerable and the best score
+    is below t, or answerable, the best candidate holds a gold answer and its score is at
+    least t. Each dataset counts equally, so a large set does not drown a small one.
+    """
+    cuts = sorted({round(p.score, 4) for ps in datasets.values() for p in ps if p.score is not None})
+    cuts = [0.0] + cuts + [1.01]
+
+    def acc(ps, t):
+        good = sum((not p.answerable and (p.score is None or p.score < t))
+                   or (p.answerable and p.best_contains and p.score is not None and p.score >= t) for p in ps)
+        return good / len(ps) if ps else 0.0
+
+    scored = [(statistics.mean(acc(ps, t) for ps in datasets.values()), t) for t in cuts]
+    best = max(s for s, _ in scored)
+    ties = [t for s, t in scored if s == best]
+    lo, hi = min(ties), max(ties)
+    nxt = [t for t in cuts if t > hi]
+    threshold = (hi + nxt[0]) / 2 if nxt and lo == hi else (lo + hi) / 2
+    return {
+        "threshold": round(threshold, 4),
+        "objective": round(best, 4),
+        "per_dataset_accuracy": {n: round(acc(ps, threshold), 4) for n, ps in datasets.items()},
+        "sizes": {n: len(ps) for n, ps in datasets.items()},
+    }
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def add_eval_parser(sub) -> None:
+    s = sub.add_parser("eval", help="evaluate on a question set (JSONL or SQuAD JSON)")
+    s.add_argument("file", nargs="?", help="questions: .jsonl, or a SQuAD v1.1/v2.0 .json "
+                   "(default: eval/shipped.jsonl)")
+    s.add_argument("--squad-corpus", action="store_true",
+                   help="index the SQuAD file's paragraphs as the corpus (open-corpus setting)")
+    s.add_argument("--limit", type=int, help="evaluate a random sample of N questions")
+    s.add_argument("--seed", type=int, default=13, help="seed for --limit (default 13)")
+    s.add_argument("--mode", choices=["hybrid", "dense", "bm25"], default="hybrid")
+    s.add_argument("--compare", help="comma-separated retrieval modes to run side by side, "
+                   "e.g. bm25,dense,hybrid")
+    s.add_argument("--json", dest="json_out", help="write all metrics to this JSON file")
+    s.add_argument("--predictions", help="write one JSON object per question to this JSONL file")
+    s.add_argument("--report", help="write an HTML report (metrics, score and latency plots, wrong answers)")
+    s.add_argument("--calibrate", action="store_true",
+                   help="choose the no-answer threshold from the shipped set and SQuAD v2.0 dev "
+                   "(open corpus) and store it in qa/calibration.json")
+    s.add_argument("--squad-v2", default=str(SQUAD_DIR / "dev-v2.0.json"),
+                   help="SQuAD v2.0 file used by --calibrate")
+    s.set_defaults(func=cmd_eval)
+
+
+def _log(msg: str) -> None:
+    print(f"qa: {msg}", file=sys.stderr)
+
+
+def cmd_eval(args) -> int:
+    from .api import Verbatim
+
+    if args.calibrate:
+        return _cmd_calibrate(args)
+    path = Path(args.file) if args.file else SHIPPED_SET
+    if not path.is_file():
+        raise VerbatimError(f"question file {path} does not exist")
+    build = None
+    if path.suffix == ".jsonl":
+        if args.squad_corpus:
+            raise VerbatimError("--squad-corpus needs a SQuAD .json file")
+        questions = load_jsonl(path)
+        service = Verbatim(Path(args.corpus), Path(args.index))
+        t = time.perf_counter()
+        if service.ensure_index(log=_log) is not None:
+            build = time.perf_counter() - t
+    else:
+        if args.squad_corpus:
+            service, questions, build = squad_service(path, log=_log)
+        else:
+            questions = load_squad(path, None)
+            service = Verbatim(Path(args.corpus), Path(args.index))
+            service.ensure_index(log=_log)
+    questions = sample(questions, args.limit, args.seed)
+    if not questions:
+        raise VerbatimError(f"{path} holds no questions")
+    modes = [m.strip() for m in args.compare.split(",")] if args.compare else [args.mode]
+    bad = [m for m in modes if m not in ("hybrid", "dense", "bm25")]
+    if bad:
+        raise VerbatimError(f"unknown retrieval mode {bad[0]!r}: use bm25, dense or hybrid")
+    service.encoder  # load before timing
+    columns: dict[str, dict] = {}
+    all_preds: list[Prediction] = []
+    t0 = time.perf_counter()
+    for mode in modes:
+        preds = run_questions(service, questions, mode, progress=sys.stderr.isatty())
+        columns[mode] = metrics(preds, build)
+        all_preds += preds
+    wall = time.perf_counter() - t0
+    print(f"{path.name}: {len(questions)} questions, threshold {service.calibration.threshold:.3f}, "
+          f"{wall:.1f} s asking" + (f", index built in {build:.1f} s" if build else ""))
+    print(table(columns))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(
+            {"file": str(path), "threshold": service.calibration.threshold, "modes": columns,
+             "wall_seconds": wall}, indent=2))
+    if args.predictions:
+        with open(args.predictions, "w", encoding="utf-8") as fh:
+            for p in all_preds:
+                fh.write(json.dumps(asdict(p), ensure_ascii=False) + "\n")
+    if args.report:
+        Path(args.report).write_text(html_report(path.name, columns, all_preds,
+                                                 service.calibration.threshold), encoding="utf-8")
+    return 0
+
+
+def _cmd_calibrate(args) -> int:
+    from .answering import CALIBRATION_FILE, Calibration
+    from .api import Verbatim
+
+    shipped = Verbatim(Path(args.corpus), Path(args.index))
+    shipped.ensure_index(log=_log)
+    sets = {"shipped": run_questions(shipped, load_jsonl(SHIPPED_SET), progress=sys.stderr.isatty())}
+    v2 = Path(args.squad_v2)
+    if v2.is_file():
+        service, questions, _ = squad_service(v2, log=_log)
+        questions = sample(questions, args.limit, args.seed)
+        sets["squad-v2-dev-open"] = run_questions(service, questions, progress=sys.stderr.isatty())
+    else:
+        _log(f"{v2} not found: calibrating on the shipped set alone")
+    result = calibrate(sets)
+    cal = Calibration.load()
+    how = (f"qa eval --calibrate on {time.strftime('%Y-%m-%d')}: threshold maximising the mean over "
+           f"datasets of decision accuracy (unanswerable -> best score below it; answerable -> best "
+           f"sentence holds a gold answer and scores at least it); sizes {result['sizes']}; "
+           f"accuracy {result['per_dataset_accuracy']}")
+    out = {"threshold": result["threshold"], "w_cos": cal.w_cos, "w_lex": cal.w_lex,
+           "w_passage": cal.w_passage, "how": how}
+    CALIBRATION_FILE.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"threshold {result['threshold']:.4f} (was {cal.threshold:.4f})")
+    print(how)
+    return 0
