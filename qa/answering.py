@@ -5,6 +5,11 @@ Each candidate sentence (body sentences of the top passages) is scored by
     score = W_COS * cosine(question, sentence)
           + W_LEX * idf-weighted share of the question's content terms in the sentence
           + W_PASSAGE * fused retrieval score of its best passage (relative to the best)
+          + W_TYPE * (1 if the sentence holds a span of the type the question asks for
+                      (a number for "how many", a date for "when", a name for "who"), else 0)
+
+The weights are tuned on SQuAD v1.1 *train* (``scripts/tune_weights.py``); the threshold is
+calibrated on the shipped question set and SQuAD v2.0 dev (``qa eval --calibrate``).
 
 and the question is declared unanswered when the best score is below a threshold
 calibrated by ``qa eval --calibrate`` (stored in ``qa/calibration.json``).
@@ -12,6 +17,7 @@ calibrated by ``qa eval --calibrate`` (stored in ``qa/calibration.json``).
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import re
@@ -24,7 +30,7 @@ from .index import Index, bm25_tokenize
 from .types import Passage, Quote, Sentence, Source
 
 CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
-W_COS, W_LEX, W_PASSAGE = 0.5, 0.4, 0.1
+W_COS, W_LEX, W_PASSAGE, W_TYPE = 0.5, 0.4, 0.1, 0.0
 DEFAULT_THRESHOLD = 0.35
 
 
@@ -34,7 +40,9 @@ class Calibration:
     w_cos: float = W_COS
     w_lex: float = W_LEX
     w_passage: float = W_PASSAGE
+    w_type: float = W_TYPE
     how: str = "default"
+    weights_how: str = "default"
 
     @classmethod
     def load(cls, path: Path = CALIBRATION_FILE) -> "Calibration":
@@ -42,7 +50,7 @@ class Calibration:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
             return cls()
-        keys = {"threshold", "w_cos", "w_lex", "w_passage", "how"}
+        keys = {"threshold", "w_cos", "w_lex", "w_passage", "w_type", "how", "weights_how"}
         return cls(**{k: v for k, v in data.items() if k in keys})
 
 
@@ -53,6 +61,7 @@ class Candidate:
     cos: float
     lex: float
     passage: float
+    typed: float = 0.0
     score: float = 0.0
 
 
@@ -198,6 +207,7 @@ def candidates(index: Index, question: str, qvec: np.ndarray, passages: list[Pas
     idf, unseen = _idf(index)
     q_terms = bm25_tokenize([question])[0]
     top_fused = max(p.score for p in passages)
+    typed_question = question_type(question) is not None
     seen: dict[tuple[str, int], Candidate] = {}
     for p in passages:
         rows = index.chunks([p.chunk_id])
@@ -219,12 +229,17 @@ def candidates(index: Index, question: str, qvec: np.ndarray, passages: list[Pas
                 seen[key].passage = max(seen[key].passage, rel)
                 continue
             lex = lexical_overlap(q_terms, set(s_terms), idf, unseen)
-            seen[key] = Candidate(sent, idx, float(c), lex, rel)
+            typed = float(typed_question and answer_span(question, sent.text) is not None)
+            seen[key] = Candidate(sent, idx, float(c), lex, rel, typed)
     out = list(seen.values())
     for c in out:
-        c.score = cal.w_cos * c.cos + cal.w_lex * c.lex + cal.w_passage * c.passage
+        c.score = combine(c, cal)
     out.sort(key=lambda c: (-c.score, c.sentence.doc_id, c.idx))
     return out
+
+
+def combine(c: Candidate, cal: Calibration) -> float:
+    return cal.w_cos * c.cos + cal.w_lex * c.lex + cal.w_passage * c.passage + cal.w_type * c.typed
 
 
 def _norm(text: str) -> str:
@@ -263,8 +278,11 @@ def build_quotes(index: Index, question: str, cands: list[Candidate], top: int,
             if o.sentence.doc_id not in seen_docs:
                 seen_docs.add(o.sentence.doc_id)
                 also.append((sources[o.sentence.doc_id], o.sentence.start, o.sentence.end))
+        pages = index.pages(s.doc_id)
+        page = bisect.bisect_right(pages, s.start) if pages else None
         quotes.append(
             Quote(
+                page=page,
                 text=s.text, start=s.start, end=s.end, score=best.score,
                 source=sources[s.doc_id], also_in=tuple(also),
                 answer=answer, answer_start=a_start, answer_end=a_end,

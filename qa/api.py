@@ -7,6 +7,7 @@ atomically when a newer one appears on disk) and the write path (``sync``).
 from __future__ import annotations
 
 import re
+import sys
 import threading
 import time
 import unicodedata
@@ -84,10 +85,10 @@ class Verbatim:
         )
 
     def ensure_index(self, log=None) -> index_mod.SyncReport | None:
-        """Build the index if there is none; return the report, or None if it existed."""
-        if index_mod.index_exists(self.index_dir):
+        """Build (or rebuild, if stale) the index; return the report, or None if it was fine."""
+        if index_mod.index_is_current(self.index_dir):
             return None
-        return self.sync(progress=True, log=log)
+        return self.sync(progress=sys.stderr.isatty(), log=log)
 
     # -- asking
 

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from .config import DEFAULT_CORPUS, DEFAULT_INDEX
@@ -83,7 +84,7 @@ def cmd_ask(args) -> int:
         print(f"\n{i}. “{_emph(a['quote'], a['start'], a['answer_start'], a['answer_end'], tty)}”")
         if a["answer"] and not tty:
             print(f"   answer: {a['answer']}")
-        print(f"   — {_cite(a['source'])}")
+        print(f"   — {_cite(a['source'])}" + (f", p. {a['page']}" if a.get("page") else ""))
         print(f"     {a['source']['path']} [{a['start']}:{a['end']}]"
               + (f"  {a['source']['url']}" if a["source"]["url"] else "")
               + f"  score {a['score']:.2f}")
@@ -129,8 +130,49 @@ def cmd_serve(args) -> int:
 
     serve(
         corpus_dir=Path(args.corpus), index_dir=Path(args.index),
-        host=args.host, port=args.port,
+        host=args.host, port=args.port, allow_upload=args.allow_upload,
     )
+    return 0
+
+
+def cmd_remove(args) -> int:
+    from .errors import VerbatimError
+    from .manage import REMOVED_DIR, remove_files
+
+    v = _service(args)
+    idx = v.index()
+    ids = idx.doc_ids_for([args.doc])
+    if not ids:
+        raise VerbatimError(f"no indexed document matches '{args.doc}' (see `qa sources`)")
+    paths = sorted({p for d in ids for p in idx.sources([d])[d].paths})
+    files = {(v.root / p.split("#")[0]) for p in paths}
+    if any("#" in p for p in paths):
+        raise VerbatimError("that document is a line of a .jsonl feed; edit the feed file to remove it")
+    moved = remove_files(v.corpus_dir, sorted(files))
+    for m in moved:
+        print(f"moved {m.name} to {v.corpus_dir.name}/{REMOVED_DIR}/ (recoverable)")
+    report = v.sync(log=_err)
+    print(f"index: {report.summary()}")
+    return 0
+
+
+def cmd_watch(args) -> int:
+    from .manage import watch
+
+    v = _service(args)
+
+    def update():
+        try:
+            r = v.sync(log=_err)
+        except Exception as err:  # keep watching whatever one update did
+            _err(f"update failed: {err}")
+            return
+        if r.changed_anything:
+            print(f"{time.strftime('%H:%M:%S')} index updated: {r.summary()}", flush=True)
+
+    update()
+    print(f"watching {v.corpus_dir} for changes (Ctrl-C to stop)", flush=True)
+    watch(v.corpus_dir, update, delay=args.delay)
     return 0
 
 
@@ -169,7 +211,17 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="start the browser app")
     s.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=7860)
+    s.add_argument("--allow-upload", action="store_true",
+                   help="let browser users add articles to the corpus (off by default)")
     s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("remove", help="remove a document (its file moves to corpus/.removed/)")
+    s.add_argument("doc", help="document id or path")
+    s.set_defaults(func=cmd_remove)
+
+    s = sub.add_parser("watch", help="re-index whenever files in the corpus change")
+    s.add_argument("--delay", type=float, default=1.5, help="seconds of quiet before updating")
+    s.set_defaults(func=cmd_watch)
 
     from .evaluate import add_eval_parser
 

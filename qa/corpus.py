@@ -21,7 +21,9 @@ from pathlib import Path
 from .errors import BadDocument
 from .types import Document, Metadata, Span
 
-TEXT_SUFFIXES = (".txt", ".md")
+TEXT_SUFFIXES = (".txt", ".md", ".markdown")
+HTML_SUFFIXES = (".html", ".htm")
+SUPPORTED_SUFFIXES = TEXT_SUFFIXES + HTML_SUFFIXES + (".pdf", ".jsonl")
 SIDECAR_SUFFIX = ".meta.json"
 MAX_FILE_BYTES = 64 * 1024 * 1024
 
@@ -217,12 +219,16 @@ def build_metadata(text: str, sidecar: dict, headers: dict, furniture: list[Span
     )
 
 
-def parse_text(text: str, path: str, sidecar: dict | None = None, warnings=()) -> Document:
+def parse_text(text: str, path: str, sidecar: dict | None = None, warnings=(),
+               pages: tuple[int, ...] = (), extra_furniture: tuple[Span, ...] = ()) -> Document:
+    if not text.strip():
+        raise BadDocument(f"{path}: empty document; skipped")
     sidecar = sidecar or {}
     extra = sidecar.get("furniture") or ()
     if isinstance(extra, str):
         extra = (extra,)
     furniture, headers = find_furniture(text, tuple(str(e) for e in extra))
+    furniture = sorted([*furniture, *extra_furniture], key=lambda sp: (sp.start, sp.end))
     meta = build_metadata(text, sidecar, headers, furniture)
     return Document(
         doc_id=doc_id_for(text),
@@ -231,6 +237,7 @@ def parse_text(text: str, path: str, sidecar: dict | None = None, warnings=()) -
         metadata=meta,
         furniture=tuple(furniture),
         warnings=tuple(warnings),
+        pages=pages,
     )
 
 
@@ -243,7 +250,8 @@ def display_path(path: Path, root: Path) -> str:
         return path.as_posix()
 
 
-def load_file(path: Path, root: Path) -> Document:
+def load_file(path: Path, root: Path) -> list[Document]:
+    """The document(s) in one file (a ``.jsonl`` feed holds one per line)."""
     rel = display_path(path, root)
     try:
         size = path.stat().st_size
@@ -254,8 +262,124 @@ def load_file(path: Path, root: Path) -> Document:
         data = path.read_bytes()
     except OSError as err:
         raise BadDocument(f"{rel}: cannot be read ({err.strerror or err}); skipped") from err
+    suffix = path.suffix.lower()
+    sidecar = read_sidecar(path)
+    if suffix == ".pdf":
+        return [_load_pdf(data, rel, sidecar)]
+    if suffix in HTML_SUFFIXES:
+        return [_load_html(data, rel, sidecar)]
+    if suffix == ".jsonl":
+        return _load_jsonl(data, rel)
     text, warnings = decode(data, rel)
-    return parse_text(text, rel, read_sidecar(path), warnings)
+    if suffix in (".md", ".markdown"):
+        front, span = front_matter(text, rel)
+        return [parse_text(text, rel, {**front, **sidecar}, warnings,
+                           extra_furniture=(span,) if span else ())]
+    return [parse_text(text, rel, sidecar, warnings)]
+
+
+def front_matter(text: str, name: str = "") -> tuple[dict, Span | None]:
+    """YAML front matter (``---`` ... ``---`` at the very top) and its span."""
+    m = re.match(r"---[ \t]*\n(.*?\n)?---[ \t]*(\n|$)", text, re.DOTALL)
+    if not m:
+        return {}, None
+    import yaml
+
+    try:
+        data = yaml.safe_load(m.group(1) or "") or {}
+    except yaml.YAMLError as err:
+        raise BadDocument(f"{name}: front matter is not valid YAML ({str(err).splitlines()[0]})") from err
+    if not isinstance(data, dict):
+        raise BadDocument(f"{name}: front matter must be key: value pairs")
+    out = {}
+    for k, v in data.items():
+        key = str(k).lower()
+        if key == "author":
+            key = "authors"
+        if key == "authors" and isinstance(v, str):
+            v = [a.strip() for a in re.split(r",| and ", v) if a.strip()]
+        out[key] = [str(x) for x in v] if isinstance(v, list) else (str(v) if v is not None else "")
+    return out, Span(0, m.end())
+
+
+def _load_html(data: bytes, rel: str, sidecar: dict) -> Document:
+    """Main text of a web page (trafilatura), with its title, date, author and site."""
+    import trafilatura
+
+    if b"\x00" in data[:8192]:
+        raise BadDocument(f"{rel}: looks like a binary file, not HTML; skipped")
+    raw = data.decode("utf-8", errors="replace")
+    try:
+        text = trafilatura.extract(raw, output_format="txt", include_comments=False,
+                                   include_tables=True, favor_recall=True)
+        meta = trafilatura.extract_metadata(raw)
+    except Exception as err:  # lxml raises many kinds of parse errors
+        raise BadDocument(f"{rel}: HTML could not be parsed ({err}); skipped") from err
+    if not text or not text.strip():
+        raise BadDocument(f"{rel}: no article text found in the HTML; skipped")
+    page = {}
+    if meta is not None:
+        page = {"title": meta.title or "", "publisher": meta.sitename or "", "url": meta.url or "",
+                "date": meta.date or "", "authors": [a.strip() for a in (meta.author or "").split(";") if a.strip()]}
+    return parse_text(text, rel, {**page, **sidecar})
+
+
+def _load_pdf(data: bytes, rel: str, sidecar: dict) -> Document:
+    """Text of every page (pypdf), pages separated by a blank line; page starts kept."""
+    import io
+
+    import pypdf
+
+    try:
+        reader = pypdf.PdfReader(io.BytesIO(data))
+        texts = [(page.extract_text() or "").replace("\r\n", "\n").replace("\r", "\n")
+                 for page in reader.pages]
+        info = reader.metadata or {}
+    except Exception as err:  # pypdf raises PdfReadError and plain errors on corrupt files
+        raise BadDocument(f"{rel}: not a readable PDF ({type(err).__name__}); skipped") from err
+    starts, parts, pos = [], [], 0
+    for t in texts:
+        starts.append(pos)
+        parts.append(t)
+        pos += len(t) + 2
+    text = "\n\n".join(parts)
+    if not text.strip():
+        raise BadDocument(f"{rel}: the PDF has no extractable text (scanned images?); skipped")
+    meta = {}
+    title = getattr(info, "title", None) if info else None
+    author = getattr(info, "author", None) if info else None
+    if title:
+        meta["title"] = str(title)
+    if author:
+        meta["authors"] = [str(author)]
+    created = getattr(info, "creation_date", None) if info else None
+    if created is not None:
+        meta["date"] = created.date().isoformat()
+    return parse_text(text, rel, {**meta, **sidecar}, pages=tuple(starts))
+
+
+def _load_jsonl(data: bytes, rel: str) -> list[Document]:
+    """One article per line: {"text", "title"?, "url"?, "date"?, "publisher"?, "authors"?}."""
+    text, warnings = decode(data, rel)
+    docs, problems = [], []
+    for n, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        where = f"{rel}#{n}"
+        try:
+            obj = json.loads(line)
+            if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+                raise ValueError('each line must be an object with a "text" string')
+            meta = {k: obj[k] for k in ("title", "url", "date", "publisher", "authors") if k in obj}
+            docs.append(parse_text(obj["text"], where, meta, warnings))
+        except (ValueError, BadDocument) as err:
+            problems.append(f"line {n}: {err}")
+    if problems and not docs:
+        raise BadDocument(f"{rel}: no usable lines ({problems[0]}); skipped")
+    if problems:
+        docs = [Document(**{**d.__dict__, "warnings": d.warnings + tuple(
+            f"{rel}: skipped {p}" for p in problems)}) if i == 0 else d for i, d in enumerate(docs)]
+    return docs
 
 
 def list_sources(corpus_dir: Path) -> tuple[list[Path], list[Skipped]]:
@@ -273,7 +397,7 @@ def list_sources(corpus_dir: Path) -> tuple[list[Path], list[Skipped]]:
         if p.is_symlink() and not p.resolve().is_relative_to(corpus_dir.resolve()):
             skipped.append(Skipped(str(p), "symbolic link pointing outside the corpus; skipped"))
             continue
-        if p.suffix.lower() in TEXT_SUFFIXES:
+        if p.suffix.lower() in SUPPORTED_SUFFIXES:
             files.append(p)
         else:
             skipped.append(Skipped(str(p), f"unsupported file type '{p.suffix or name}'; skipped"))

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import re
 import statistics
 import string
 import sys
 import time
+import unicodedata
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,7 +29,7 @@ from .errors import VerbatimError
 K_VALUES = (1, 5, 10, 20)
 SHIPPED_SET = REPO_ROOT / "eval" / "shipped.jsonl"
 SQUAD_DIR = REPO_ROOT.parent / "shared" / "data" / "squad"
-CACHE = REPO_ROOT / ".cache" / "eval"
+CACHE = Path(os.environ.get("VERBATIM_CACHE", REPO_ROOT / ".cache")) / "eval"
 
 
 # --------------------------------------------------------------------------- SQuAD metrics
@@ -55,9 +57,21 @@ def f1_score(pred: str, gold: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def _containment_norm(s: str) -> str:
+    """SQuAD normalisation, but any Unicode punctuation becomes a space.
+
+    Used only to decide whether a quote *contains* an answer, so that “‘traitors’” holds
+    "traitors" and "26-year-old" holds "26"; EM and F1 use the official normalisation.
+    """
+    s = "".join(" " if unicodedata.category(ch).startswith("P") or ch in string.punctuation else ch
+                for ch in s.lower())
+    s = re.sub(r"\b(a|an|the)\b", " ", s)
+    return " ".join(s.split())
+
+
 def contains_answer(text: str, golds: list[str]) -> bool:
-    t = f" {normalize_answer(text)} "
-    return any(f" {normalize_answer(g)} " in t for g in golds if normalize_answer(g))
+    t = f" {_containment_norm(text)} "
+    return any(f" {_containment_norm(g)} " in t for g in golds if _containment_norm(g))
 
 
 # --------------------------------------------------------------------------- questions
@@ -530,8 +544,7 @@ def _cmd_calibrate(args) -> int:
            f"datasets of decision accuracy (unanswerable -> best score below it; answerable -> best "
            f"sentence holds a gold answer and scores at least it); sizes {result['sizes']}; "
            f"accuracy {result['per_dataset_accuracy']}")
-    out = {"threshold": result["threshold"], "w_cos": cal.w_cos, "w_lex": cal.w_lex,
-           "w_passage": cal.w_passage, "how": how}
+    out = {**asdict(cal), "threshold": result["threshold"], "how": how}
     CALIBRATION_FILE.write_text(json.dumps(out, indent=2) + "\n")
     print(f"threshold {result['threshold']:.4f} (was {cal.threshold:.4f})")
     print(how)

@@ -38,10 +38,10 @@ from .embeddings import Encoder
 from .errors import BadDocument, IndexBusy, IndexMissing
 from .types import Document, Metadata, Sentence, Source
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE documents (
-  doc_id TEXT PRIMARY KEY, text TEXT NOT NULL, n_sentences INTEGER, n_chunks INTEGER
+  doc_id TEXT PRIMARY KEY, text TEXT NOT NULL, n_sentences INTEGER, n_chunks INTEGER, pages TEXT
 );
 CREATE TABLE paths (
   path TEXT PRIMARY KEY, doc_id TEXT NOT NULL REFERENCES documents(doc_id),
@@ -157,6 +157,17 @@ def index_exists(index_dir: Path) -> bool:
     return current_generation(index_dir) is not None
 
 
+def index_is_current(index_dir: Path) -> bool:
+    """An index exists and was written with this version's schema."""
+    gen = current_generation(index_dir)
+    if gen is None:
+        return False
+    try:
+        return json.loads((gen / "manifest.json").read_text()).get("schema") == SCHEMA_VERSION
+    except (OSError, ValueError):
+        return False
+
+
 @dataclass
 class Index:
     """A loaded, read-only generation of the index. Safe to share between threads."""
@@ -178,6 +189,11 @@ class Index:
         if gen is None:
             raise IndexMissing(f"no index in {index_dir}; run `qa index` first")
         manifest = json.loads((gen / "manifest.json").read_text())
+        if manifest.get("schema") != SCHEMA_VERSION:
+            raise IndexMissing(
+                f"the index in {index_dir} was built by another version of Verbatim; "
+                "run `qa index` to rebuild it"
+            )
         dense = faiss.read_index(str(gen / "dense.faiss"))
         bm25 = None
         ids = np.zeros(0, dtype=np.int64)
@@ -257,6 +273,10 @@ class Index:
             )
             for idx, s, e, kind, emb in rows
         ]
+
+    def pages(self, doc_id: str) -> list[int]:
+        row = self.db().execute("SELECT pages FROM documents WHERE doc_id=?", (doc_id,)).fetchone()
+        return json.loads(row[0] or "[]") if row else []
 
     def sentence_count(self, doc_id: str) -> int:
         row = self.db().execute(
@@ -363,12 +383,13 @@ def scan_corpus(corpus_dir: Path, root: Path, report: SyncReport) -> dict[str, D
     docs: dict[str, Document] = {}
     for f in files:
         try:
-            doc = corpus.load_file(f, root)
+            loaded = corpus.load_file(f, root)
         except BadDocument as err:
             report.skipped.append(str(err))
             continue
-        report.warnings.extend(doc.warnings)
-        docs[doc.path] = doc
+        for doc in loaded:
+            report.warnings.extend(doc.warnings)
+            docs[doc.path] = doc
     return docs
 
 
@@ -546,53 +567,69 @@ def _rebuild_reason(manifest: dict, settings: IndexSettings, encoder: Encoder) -
 
 def _add_documents(conn, docs: list[Document], settings: IndexSettings, encoder: Encoder,
                    progress: bool, report: SyncReport) -> tuple[list[int], np.ndarray]:
-    """Insert documents with their sentences and chunks; return new chunk ids and vectors."""
-    per_doc = []
+    """Insert documents with their sentences and chunks; return new chunk ids and vectors.
+
+    Documents are segmented as they come and embedded in groups of about ``_BATCH``
+    sentences (a huge document in slices of that size), then written, so memory stays
+    bounded by one group (plus the chunk vectors, which FAISS holds anyway).
+    """
+    bar = _progress_bar(sum(len(d.text) for d in docs), progress)
+    chunk_ids: list[int] = []
+    chunk_vecs: list[np.ndarray] = [np.zeros((0, encoder.dim), dtype=np.float32)]
+    group: list[tuple[Document, list[Sentence], list]] = []
+
+    def flush() -> None:
+        sents = [(d, i, s) for d, ss, _ in group for i, s in enumerate(ss)]
+        chunks = [(d, c) for d, _, cs in group for c in cs]
+        for d, ss, cs in group:
+            conn.execute("INSERT INTO documents VALUES (?,?,?,?,?)",
+                         (d.doc_id, d.text, len(ss), len(cs), json.dumps(list(d.pages))))
+        for i in range(0, len(sents), _BATCH):
+            part = sents[i : i + _BATCH]
+            vecs = encoder.encode_documents([s.text for _, _, s in part]).astype(np.float16)
+            conn.executemany(
+                'INSERT INTO sentences (doc_id, idx, start, "end", kind, emb) VALUES (?,?,?,?,?,?)',
+                [(d.doc_id, j, s.start, s.end, s.kind, v.tobytes()) for (d, j, s), v in zip(part, vecs)],
+            )
+        for i in range(0, len(chunks), _BATCH):
+            part = chunks[i : i + _BATCH]
+            chunk_vecs.append(encoder.encode_documents([c.text for _, c in part]))
+            for d, c in part:
+                cur = conn.execute(
+                    'INSERT INTO chunks (doc_id, start, "end", first_sentence, last_sentence) '
+                    "VALUES (?,?,?,?,?)", (d.doc_id, c.start, c.end, c.first_sentence, c.last_sentence))
+                chunk_ids.append(int(cur.lastrowid))
+        report.sentences_embedded += len(sents)
+        report.chunks_embedded += len(chunks)
+        if bar is not None:
+            bar.update(sum(len(d.text) for d, _, _ in group))
+        group.clear()
+
+    pending = 0
     for doc in docs:
         sents = chunking.split_sentences(doc, settings.max_sentence_chars)
         chunks = chunking.make_chunks(doc, sents, settings.chunk_sentences, settings.chunk_overlap)
-        per_doc.append((doc, sents, chunks))
-    sent_texts = [s.text for _, sents, _ in per_doc for s in sents]
-    chunk_texts = [c.text for _, _, chunks in per_doc for c in chunks]
-    bar = _progress_bar(len(sent_texts) + len(chunk_texts), progress)
-    sent_vecs = _encode_batched(encoder, sent_texts, bar)
-    chunk_vecs = _encode_batched(encoder, chunk_texts, bar)
+        group.append((doc, sents, chunks))
+        pending += len(sents)
+        if pending >= _BATCH:
+            flush()
+            pending = 0
+    if group:
+        flush()
     if bar is not None:
         bar.close()
-    report.sentences_embedded += len(sent_texts)
-    report.chunks_embedded += len(chunk_texts)
-    si = ci = 0
-    chunk_ids: list[int] = []
-    for doc, sents, chunks in per_doc:
-        conn.execute(
-            "INSERT INTO documents VALUES (?,?,?,?)",
-            (doc.doc_id, doc.text, len(sents), len(chunks)),
-        )
-        conn.executemany(
-            'INSERT INTO sentences (doc_id, idx, start, "end", kind, emb) VALUES (?,?,?,?,?,?)',
-            [
-                (doc.doc_id, i, s.start, s.end, s.kind, sent_vecs[si + i].astype(np.float16).tobytes())
-                for i, s in enumerate(sents)
-            ],
-        )
-        si += len(sents)
-        for c in chunks:
-            cur = conn.execute(
-                'INSERT INTO chunks (doc_id, start, "end", first_sentence, last_sentence) '
-                "VALUES (?,?,?,?,?)",
-                (doc.doc_id, c.start, c.end, c.first_sentence, c.last_sentence),
-            )
-            chunk_ids.append(int(cur.lastrowid))
-        ci += len(chunks)
-    return chunk_ids, chunk_vecs
+    return chunk_ids, np.ascontiguousarray(np.concatenate(chunk_vecs), dtype=np.float32)
 
 
-def _progress_bar(total: int, enabled: bool):
-    if not enabled or total < 200:
+_BATCH = 1024
+
+
+def _progress_bar(total_chars: int, enabled: bool):
+    if not enabled or total_chars < 20_000:
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="text", desc="embedding", leave=False)
+    return tqdm(total=total_chars, unit="char", unit_scale=True, desc="indexing", leave=False)
 
 
 def _encode_batched(encoder: Encoder, texts: list[str], bar, batch: int = 256) -> np.ndarray:

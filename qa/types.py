@@ -49,6 +49,7 @@ class Document:
     metadata: Metadata
     furniture: tuple[Span, ...] = ()  # page furniture: never quotable
     warnings: tuple[str, ...] = ()
+    pages: tuple[int, ...] = ()  # start offset of each page (PDF), else empty
 
 
 @dataclass(frozen=True)
@@ -128,9 +129,11 @@ class Quote:
     context_after: str = ""
     context_start: int = 0
     context_end: int = 0
+    page: int | None = None  # 1-based page of a PDF
 
     def to_dict(self) -> dict:
         return {
+            "page": self.page,
             "quote": self.text,
             "score": round(float(self.score), 4),
             "start": self.start,

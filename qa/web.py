@@ -66,6 +66,8 @@ def citation_text(a: dict) -> str:
     for k in ("publisher", "date", "url"):
         if s[k]:
             parts.append(s[k])
+    if a.get("page"):
+        parts.append(f"p. {int(a['page'])}")
     if not s["url"]:
         parts.append(s["path"])
     return " — ".join(parts[:2]) + (". " + ". ".join(parts[2:]) if len(parts) > 2 else "") + "."
@@ -73,6 +75,10 @@ def citation_text(a: dict) -> str:
 
 def doc_link(doc_id: str, start: int, end: int) -> str:
     return f"/doc/{urlquote(doc_id)}?s={int(start)}&e={int(end)}#quote"
+
+
+def page_note(a: dict) -> str:
+    return f" · p. {int(a['page'])}" if a.get("page") else ""
 
 
 def _source_line(src: dict) -> str:
@@ -108,7 +114,7 @@ def render_quote(a: dict, threshold: float, answer: bool = True) -> str:
     return (
         f"<div class='vb-item'><blockquote class='vb-quote'>“{body}”</blockquote>"
         f"<div class='vb-cite'>— <a class='vb-open' href='{_attr(link)}' target='_blank' "
-        f"rel='noopener'>{_source_line(src)}</a> · <span class='vb-rel'>"
+        f"rel='noopener'>{_source_line(src)}</a>{page_note(a)} · <span class='vb-rel'>"
         f"{relevance_label(a['score'], threshold)}</span> "
         f"<button class='vb-copy' type='button'>Copy citation</button>"
         f"<span class='vb-cite-text'>{esc(citation_text(a))}</span></div>{also}{context}</div>"
@@ -199,9 +205,45 @@ document.addEventListener('click', function (ev) {
 class WebApp:
     """Handlers bound to one service; no module-level mutable state."""
 
-    def __init__(self, service: Verbatim):
+    def __init__(self, service: Verbatim, allow_upload: bool = False):
         self.service = service
+        self.allow_upload = allow_upload
         self._lock = threading.Lock()
+
+    # -- adding articles (only with --allow-upload)
+
+    def add_article(self, file_path: str | None, pasted: str, name: str, title: str, publisher: str,
+                    date: str, url: str, overwrite: bool) -> str:
+        """Save an uploaded file or pasted text into the corpus and index it; one-line result."""
+        from .corpus import normalise_date
+        from .manage import add_file
+
+        if not self.allow_upload:
+            return "Adding articles is switched off (start the app with --allow-upload)."
+        pasted = pasted or ""
+        if bool(file_path) == bool(pasted.strip()):
+            return "Choose a file **or** paste text (one of the two)."
+        if date and not normalise_date(date):
+            return "The date must look like 2024-08-23 (or 2024-08, or 2024)."
+        meta = {"title": title.strip(), "publisher": publisher.strip(),
+                "date": normalise_date(date) if date else "", "url": url.strip()}
+        try:
+            if file_path:
+                data = Path(file_path).read_bytes()
+                fname = name.strip() or Path(file_path).name
+            else:
+                data = pasted.encode("utf-8")
+                fname = name.strip() or (title.strip() or "pasted-article")
+                if not Path(fname).suffix:
+                    fname += ".txt"
+            with self._lock:
+                saved = add_file(self.service.corpus_dir, fname, data, meta, overwrite=bool(overwrite))
+                report = self.service.sync()
+        except VerbatimError as err:
+            return f"Not added: {esc(str(err))}."
+        except OSError as err:
+            return f"Not added: the file could not be read ({esc(err.strerror or str(err))})."
+        return f"Added **{esc(saved.name)}** and updated the index: {esc(report.summary())}."
 
     # -- data for the side panel
 
@@ -255,9 +297,17 @@ class WebApp:
         history[-1] = {"role": "assistant", "content": reply}
         yield history, ""
 
+    def chat_with_status(self, message, history, sources, date_from, date_to):
+        for hist, box in self.chat(message, history, sources, date_from, date_to):
+            yield hist, box, self.status_line()
+
 
 def build_blocks(web: WebApp):
     import gradio as gr
+
+    def refresh():
+        choices = web.doc_choices()
+        return gr.update(choices=choices, value=[c[1] for c in choices]), web.status_line()
 
     with gr.Blocks(title="Verbatim") as demo:
         gr.Markdown(INTRO)
@@ -281,14 +331,35 @@ def build_blocks(web: WebApp):
                         dfrom = gr.Textbox(label="From date", placeholder="YYYY-MM-DD", elem_id="date-from")
                         dto = gr.Textbox(label="To date", placeholder="YYYY-MM-DD", elem_id="date-to")
 
-        def refresh():
-            choices = web.doc_choices()
-            return gr.update(choices=choices, value=[c[1] for c in choices]), web.status_line()
+                if web.allow_upload:
+                    with gr.Accordion("Add an article", open=False, elem_id="upload"):
+                        up_file = gr.File(label="File (.txt .md .html .pdf .jsonl, up to 10 MB)",
+                                          file_types=[".txt", ".md", ".html", ".htm", ".pdf", ".jsonl"],
+                                          type="filepath", elem_id="up-file")
+                        up_text = gr.Textbox(label="…or paste the article text", lines=5, elem_id="up-text")
+                        up_name = gr.Textbox(label="File name (optional)", elem_id="up-name")
+                        with gr.Row():
+                            up_title = gr.Textbox(label="Title", elem_id="up-title")
+                            up_pub = gr.Textbox(label="Publisher", elem_id="up-publisher")
+                        with gr.Row():
+                            up_date = gr.Textbox(label="Date", placeholder="YYYY-MM-DD", elem_id="up-date")
+                            up_url = gr.Textbox(label="URL", elem_id="up-url")
+                        up_over = gr.Checkbox(label="Replace a file with the same name", elem_id="up-overwrite")
+                        up_btn = gr.Button("Add to the corpus", elem_id="up-add")
+                        up_msg = gr.Markdown(elem_id="up-msg")
+
+                    def add(*a):
+                        msg = web.add_article(*a)
+                        choices, line = refresh()
+                        return msg, choices, line
+
+                    up_btn.click(add, [up_file, up_text, up_name, up_title, up_pub, up_date, up_url, up_over],
+                                 [up_msg, picked, status], api_name=False)
 
         demo.load(refresh, outputs=[picked, status], api_name=False)
         inputs = [box, chat, picked, dfrom, dto]
-        send.click(web.chat, inputs, [chat, box], api_name=False, show_progress="minimal")
-        box.submit(web.chat, inputs, [chat, box], api_name=False, show_progress="minimal")
+        send.click(web.chat_with_status, inputs, [chat, box, status], api_name=False, show_progress="minimal")
+        box.submit(web.chat_with_status, inputs, [chat, box, status], api_name=False, show_progress="minimal")
 
         def ask(question: str, top: int = 3) -> str:
             """Answer with verbatim quotes: the JSON text `qa ask --json` prints.
@@ -305,13 +376,15 @@ def build_blocks(web: WebApp):
     return demo
 
 
-def build_app(service: Verbatim):
+def build_app(service: Verbatim, allow_upload: bool = False):
     """A FastAPI app: the Gradio UI at / and the document view at /doc/{doc_id}."""
     import gradio as gr
     from fastapi import FastAPI
     from fastapi.responses import HTMLResponse
 
-    web = WebApp(service)
+    from .manage import MAX_UPLOAD_BYTES
+
+    web = WebApp(service, allow_upload=allow_upload)
     app = FastAPI(title="Verbatim", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.get("/doc/{doc_id}", response_class=HTMLResponse)
@@ -331,10 +404,12 @@ def build_app(service: Verbatim):
         return {"ok": True, "status": web.status_line()}
 
     demo = build_blocks(web)
-    return gr.mount_gradio_app(app, demo, path="/", css=CSS, head=HEAD_JS, footer_links=["api"])
+    return gr.mount_gradio_app(app, demo, path="/", css=CSS, head=HEAD_JS, footer_links=["api"],
+                               max_file_size=MAX_UPLOAD_BYTES)
 
 
-def serve(corpus_dir: Path, index_dir: Path, host: str = "127.0.0.1", port: int = 7860) -> None:
+def serve(corpus_dir: Path, index_dir: Path, host: str = "127.0.0.1", port: int = 7860,
+          allow_upload: bool = False) -> None:
     import uvicorn
 
     service = Verbatim(corpus_dir, index_dir)
@@ -342,7 +417,9 @@ def serve(corpus_dir: Path, index_dir: Path, host: str = "127.0.0.1", port: int 
     if built is not None:
         print(f"built the index: {built.summary()}")
     service.encoder  # load the model before the first question
-    app = build_app(service)
+    app = build_app(service, allow_upload=allow_upload)
+    if allow_upload:
+        print(f"uploads are on: new articles are saved into {corpus_dir}")
     print(f"Verbatim is running at http://{host}:{port}/  (Ctrl-C to stop)")
     uvicorn.run(app, host=host, port=port, log_level="warning")
 

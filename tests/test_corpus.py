@@ -23,7 +23,7 @@ def test_shipped_corpus_is_byte_identical_to_the_seed_articles():
 
 
 def test_sidecar_metadata_wins():
-    doc = corpus.load_file(CORPUS / "004_16947189698fbbee.txt", CORPUS.parent)
+    doc = corpus.load_file(CORPUS / "004_16947189698fbbee.txt", CORPUS.parent)[0]
     assert doc.metadata.publisher == "The Christian Post"
     assert doc.metadata.authors == ("Samuel Smith",)
     assert doc.metadata.date == "2017-11"
@@ -33,7 +33,7 @@ def test_sidecar_metadata_wins():
 def test_header_lines_give_metadata_without_sidecar(tmp_path):
     f = tmp_path / "a.txt"
     f.write_bytes((SEED / "000_913f2efb5995b750.txt").read_bytes())
-    doc = corpus.load_file(f, tmp_path)
+    doc = corpus.load_file(f, tmp_path)[0]
     assert doc.metadata.date == "2024-08-23"
     assert doc.metadata.publisher == "www.persecution.org"
     assert doc.metadata.url == "https://www.persecution.org"
@@ -44,7 +44,7 @@ def test_header_lines_give_metadata_without_sidecar(tmp_path):
 def test_heuristics_first_line_title_and_dateline(tmp_path):
     f = tmp_path / "b.txt"
     f.write_bytes((SEED / "003_ba6c32f1455b1fa4.txt").read_bytes())
-    doc = corpus.load_file(f, tmp_path)
+    doc = corpus.load_file(f, tmp_path)[0]
     assert doc.metadata.date == "2018-10-01"
     assert doc.metadata.title == "Giving hope to persecuted Christians since 1995"
 
@@ -62,12 +62,12 @@ def test_bad_sidecar_is_a_clear_error(tmp_path):
     (tmp_path / "c.txt").write_text("A sentence about refugees.")
     (tmp_path / "c.txt.meta.json").write_text("{not json")
     with pytest.raises(BadDocument, match="sidecar is not valid JSON"):
-        corpus.load_file(tmp_path / "c.txt", tmp_path)
+        corpus.load_file(tmp_path / "c.txt", tmp_path)[0]
 
 
 def test_furniture_is_never_quotable_or_in_a_passage():
     for path in sorted(CORPUS.glob("*.txt")):
-        doc = corpus.load_file(path, CORPUS.parent)
+        doc = corpus.load_file(path, CORPUS.parent)[0]
         sents = chunking.split_sentences(doc)
         chunks = chunking.make_chunks(doc, sents)
         quotable = [s.text for s in sents if s.quotable]
@@ -79,7 +79,7 @@ def test_furniture_is_never_quotable_or_in_a_passage():
 
 
 def test_caption_repeated_without_credit_is_furniture():
-    doc = corpus.load_file(CORPUS / "004_16947189698fbbee.txt", CORPUS.parent)
+    doc = corpus.load_file(CORPUS / "004_16947189698fbbee.txt", CORPUS.parent)[0]
     sents = chunking.split_sentences(doc)
     tumen = [s for s in sents if s.text.startswith("The frozen Tumen river")]
     assert len(tumen) == 2 and all(s.kind == "furniture" for s in tumen)

@@ -190,3 +190,20 @@ def test_bad_files_are_skipped_and_index_intact(hashing_service, corpus_copy):
     assert r.added == ["corpus/latin1.txt"]
     docs, paths, sents, chunks = _state(hashing_service)
     assert [p for p in paths if p[0] != "corpus/latin1.txt"] == before[1]
+
+
+def test_same_sentence_in_two_documents_is_one_quote_with_both_sources(hashing_service, corpus_copy):
+    shared = ("Christian Solidarity Worldwide is calling on the Chinese government to refrain from "
+              "repatriating the defectors who were allegedly arrested in Shenyang on Nov. 4.")
+    (corpus_copy / "wire.txt").write_text(
+        "Title: Wire copy\n\nA different opening sentence about the weather in Seoul.\n" + shared + "\n")
+    hashing_service.sync()
+    res = hashing_service.ask("Who is calling on China to refrain from repatriating the defectors arrested in Shenyang?")
+    quotes = res.answers or res.closest
+    hit = [q for q in quotes if q.text == shared]
+    assert len(hit) == 1
+    q = hit[0]
+    others = {s.path for s, _, _ in q.also_in}
+    assert {q.source.path} | others == {"corpus/004_16947189698fbbee.txt", "corpus/wire.txt"}
+    for src, s, e in q.also_in:
+        assert (hashing_service.root / src.path).read_text()[s:e] == shared

@@ -234,3 +234,35 @@ def test_hostile_article_and_question_render_inert(browser, hostile_url):
     assert dialogs == []
     page.screenshot(path=str(ARTIFACTS / "hostile.png"))
     ctx.close()
+
+
+@pytest.mark.slow
+def test_running_app_picks_up_a_new_index_without_restart(tmp_path):
+    import urllib.request
+
+    from gradio_client import Client
+
+    from qa import Verbatim
+    from qa.config import IndexSettings
+
+    shutil.copytree(CORPUS, tmp_path / "corpus")
+    settings = IndexSettings(model="hashing-256")
+    app_side = Verbatim(tmp_path / "corpus", tmp_path / "index", settings=settings, root=tmp_path)
+    app_side.sync()
+    srv = _Server(app_side)
+    try:
+        health = lambda: json.loads(urllib.request.urlopen(srv.url + "healthz").read())["status"]
+        assert health().startswith("5 documents")
+        client = Client(srv.url, verbose=False)
+        q = "How many goats did the Rason cooperative raise?"
+        before = json.loads(client.predict(q, 3, api_name="/ask"))
+        assert not any("goats" in a["quote"] for a in before["answers"] + before["closest"])
+        # another process (here: another service object, as `qa index` would be) updates the index
+        (tmp_path / "corpus" / "goats.txt").write_text("The Rason cooperative raised 450 goats in 2022.")
+        Verbatim(tmp_path / "corpus", tmp_path / "index", settings=settings, root=tmp_path).sync()
+        after = json.loads(client.predict(q, 3, api_name="/ask"))
+        top = (after["answers"] or after["closest"])[0]
+        assert "450 goats" in top["quote"] and top["source"]["path"] == "corpus/goats.txt"
+        assert health().startswith("6 documents")
+    finally:
+        srv.close()

@@ -1,0 +1,110 @@
+"""Tune the sentence-scoring weights on SQuAD v1.1 *train* (dev stays for evaluation).
+
+    .venv/bin/python scripts/tune_weights.py [--paragraphs 400] [--seed 7]
+
+A random sample of train paragraphs becomes an open corpus (indexed by the normal
+pipeline, cached in .cache/tune/); every question of those paragraphs is asked and
+the features of every candidate sentence are recorded. A grid search then picks the
+weights that put a sentence containing a gold answer first most often. The weights
+are written to qa/calibration.json (the threshold is left to `qa eval --calibrate`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import random
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from qa import Verbatim, answering, retrieval  # noqa: E402
+from qa.answering import CALIBRATION_FILE, Calibration  # noqa: E402
+from qa.config import REPO_ROOT  # noqa: E402
+from qa.evaluate import contains_answer  # noqa: E402
+
+TRAIN = REPO_ROOT.parent / "shared" / "data" / "squad" / "train-v1.1.json"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--paragraphs", type=int, default=400)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--write", action="store_true", help="store the best weights in qa/calibration.json")
+    a = ap.parse_args()
+    data = json.loads(TRAIN.read_text())["data"]
+    paras = [(art["title"], p) for art in data for p in art["paragraphs"]]
+    random.Random(a.seed).shuffle(paras)
+    paras = paras[: a.paragraphs]
+    work = REPO_ROOT / ".cache" / "tune" / f"train-{a.paragraphs}-{a.seed}"
+    (work / "corpus").mkdir(parents=True, exist_ok=True)
+    questions = []
+    for i, (title, p) in enumerate(paras):
+        f = work / "corpus" / f"p{i:05d}.txt"
+        if not f.exists():
+            f.write_text(p["context"])
+        questions += [(q["question"], [x["text"] for x in q["answers"]]) for q in p["qas"]]
+    v = Verbatim(work / "corpus", work / "index", root=work)
+    t = time.perf_counter()
+    v.sync()
+    print(f"{len(paras)} train paragraphs, {len(questions)} questions; index ready in {time.perf_counter() - t:.0f} s")
+    feats_file = work / "features.npz"
+    if feats_file.exists():
+        z = np.load(feats_file)
+        F, OK = z["F"], z["OK"]
+    else:
+        idx = v.index()
+        rows = []  # per question: list of (features, is_correct)
+        for q, golds in questions:
+            qvec = v.encoder.encode_queries([q])[0]
+            passages = retrieval.retrieve(idx, q, qvec, top=8)
+            cands = answering.candidates(idx, q, qvec, passages, v.calibration)
+            rows.append([((c.cos, c.lex, c.passage, c.typed), contains_answer(c.sentence.text, golds))
+                         for c in cands])
+        width = max(len(r) for r in rows)
+        F = np.full((len(rows), width, 4), -1e3, dtype=np.float32)  # padding never wins
+        OK = np.zeros((len(rows), width), dtype=bool)
+        for i, r in enumerate(rows):
+            for j, (f, ok) in enumerate(r):
+                F[i, j], OK[i, j] = f, ok
+        np.savez(feats_file, F=F, OK=OK)
+    print(f"a correct sentence is among the candidates for {OK.any(axis=1).mean():.3f} of questions")
+
+    def top1(w):
+        best = np.argmax(F @ np.asarray(w, dtype=np.float32), axis=1)
+        return float(OK[np.arange(len(OK)), best].mean())
+
+    grid = [x / 10 for x in range(0, 11)]
+    results = []
+    for wc, wl, wp, wt in itertools.product(grid, grid, [0, 0.05, 0.1, 0.2, 0.3], [0, 0.05, 0.1, 0.15, 0.2, 0.3]):
+        if wc + wl == 0:
+            continue
+        results.append((top1((wc, wl, wp, wt)), (wc, wl, wp, wt)))
+    results.sort(reverse=True)
+    cur = v.calibration
+    print(f"current weights {(cur.w_cos, cur.w_lex, cur.w_passage, cur.w_type)}: top-1 {top1((cur.w_cos, cur.w_lex, cur.w_passage, cur.w_type)):.3f}")
+    for score, w in results[:5]:
+        print(f"  w_cos={w[0]} w_lex={w[1]} w_passage={w[2]} w_type={w[3]}: top-1 {score:.3f}")
+    best_score, best = results[0]
+    # scale so that cosine and lexical weights sum to 1 (the threshold lives on that scale)
+    s = best[0] + best[1]
+    best = tuple(round(x / s, 4) for x in best)
+    if a.write:
+        cal = Calibration.load()
+        how = (f"scripts/tune_weights.py --paragraphs {a.paragraphs} --seed {a.seed} on "
+               f"{time.strftime('%Y-%m-%d')}: grid search on {len(questions)} SQuAD v1.1 train questions "
+               f"(open corpus of {len(paras)} train paragraphs); top-1 contains answer {best_score:.3f}")
+        out = {**asdict(cal), "w_cos": best[0], "w_lex": best[1], "w_passage": best[2], "w_type": best[3],
+               "weights_how": how}
+        CALIBRATION_FILE.write_text(json.dumps(out, indent=2) + "\n")
+        print(f"wrote {CALIBRATION_FILE}: {best}")
+
+
+if __name__ == "__main__":
+    main()

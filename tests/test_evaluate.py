@@ -1,0 +1,109 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from qa import evaluate as ev
+
+from .conftest import REPO, SQUAD
+
+QA = str(Path(sys.executable).with_name("qa"))
+
+
+@pytest.mark.parametrize("pred,gold,em,f1", [
+    ("The Denver Broncos", "Denver Broncos", 1.0, 1.0),
+    ("Denver Broncos!", "the denver broncos", 1.0, 1.0),
+    ("Broncos", "Denver Broncos", 0.0, 2 / 3),
+    ("Carolina Panthers", "Denver Broncos", 0.0, 0.0),
+])
+def test_squad_em_f1(pred, gold, em, f1):
+    assert ev.exact_match(pred, gold) == em
+    assert ev.f1_score(pred, gold) == pytest.approx(f1)
+
+
+def test_contains_answer_is_token_aligned_and_unicode_aware():
+    assert ev.contains_answer("regards Christians as ‘traitors,’ who", ["traitors"])
+    assert ev.contains_answer("a 26-year-old defector", ["26"])
+    assert not ev.contains_answer("in 1967", ["67"])
+    assert not ev.contains_answer("anything", ["", "   "])
+
+
+def test_load_jsonl_reports_the_bad_line(tmp_path):
+    f = tmp_path / "q.jsonl"
+    f.write_text('{"question": "a?", "answers": ["b"]}\n{"question": 3}\n')
+    with pytest.raises(ev.VerbatimError, match=r"q.jsonl:2"):
+        ev.load_jsonl(f)
+
+
+def test_shipped_set_shape():
+    qs = ev.load_jsonl(ev.SHIPPED_SET)
+    assert len(qs) >= 60 and sum(not q.answerable for q in qs) >= 10
+    assert len({q.source for q in qs if q.source}) == 5
+    for q in qs:  # gold answers really are in the cited article
+        if q.source:
+            text = (REPO / q.source).read_text()
+            assert all(a in text for a in q.answers), q.id
+
+
+def test_calibrate_picks_the_separating_threshold():
+    P = lambda ans, score, ok: ev.Prediction("i", "q", ans, False, None, None, None, None, None, score, 1.0,
+                                             None, ok, ok, ok, 0, 0, None, False)
+    a = [P(True, 0.6, True), P(True, 0.7, True), P(False, 0.3, False), P(False, 0.2, False)]
+    b = [P(True, 0.5, True), P(False, 0.45, False)]
+    out = ev.calibrate({"a": a, "b": b})
+    assert 0.45 < out["threshold"] <= 0.5
+    assert out["per_dataset_accuracy"] == {"a": 1.0, "b": 1.0}
+
+
+@pytest.fixture()
+def small_squad(tmp_path):
+    data = json.loads((SQUAD / "dev-v1.1.json").read_text())
+    art = data["data"][0]
+    small = {"version": "1.1", "data": [{"title": art["title"], "paragraphs": art["paragraphs"][:6]}]}
+    f = tmp_path / "small-squad.json"
+    f.write_text(json.dumps(small))
+    return f
+
+
+def test_squad_open_corpus_eval_end_to_end(small_squad, tmp_path):
+    env = {**os.environ, "VERBATIM_MODEL": "hashing-256", "VERBATIM_CACHE": str(tmp_path / "cache")}
+    out = tmp_path / "m.json"
+    preds = tmp_path / "p.jsonl"
+    report = tmp_path / "r.html"
+    p = subprocess.run([QA, "eval", str(small_squad), "--squad-corpus", "--compare", "bm25,hybrid",
+                        "--json", str(out), "--predictions", str(preds), "--report", str(report)],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "hit@10" in p.stdout and "bm25" in p.stdout
+    m = json.loads(out.read_text())["modes"]
+    assert set(m) == {"bm25", "hybrid"}
+    assert m["bm25"]["questions"] > 20 and m["bm25"]["hit@20"] >= m["bm25"]["hit@1"]
+    assert m["bm25"]["hit@20"] > 0.5  # BM25 finds the gold paragraph among 6 for most questions
+    rows = [json.loads(l) for l in preds.read_text().splitlines()]
+    assert {"id", "question", "no_answer", "quote", "answer", "path", "start", "end", "score",
+            "top1_correct", "top3_correct"} <= set(rows[0])
+    corpus = tmp_path / "cache" / "eval"
+    for r in rows:  # every quote is verbatim from its paragraph file
+        if r["quote"]:
+            f = next(corpus.glob("*/" + r["path"]))
+            assert f.read_text()[r["start"]:r["end"]] == r["quote"]
+    assert "<svg" in report.read_text() and "Wrong answers" in report.read_text()
+
+
+@pytest.mark.slow
+def test_shipped_set_regression(real_service):
+    """Floors a little below what was measured (see the README); a drop fails CI."""
+    qs = ev.load_jsonl(ev.SHIPPED_SET)
+    m = ev.metrics(ev.run_questions(real_service, qs, progress=False))
+    assert m["hit@5"] >= 0.95
+    assert m["top1_contains_answer"] >= FLOORS["top1"]
+    assert m["top3_contains_answer"] >= FLOORS["top3"]
+    assert m["no_answer_recall"] >= FLOORS["na_recall"]
+    assert m["no_answer_precision"] >= FLOORS["na_precision"]
+    assert m["source_accuracy"] >= FLOORS["source"]
+
+
+FLOORS = {"top1": 0.70, "top3": 0.88, "na_recall": 0.5, "na_precision": 0.7, "source": 0.9}

@@ -1,0 +1,163 @@
+"""Each supported format end to end: read, index, ask, quote verbatim from the extracted text."""
+
+import json
+
+import pytest
+
+from qa import Verbatim, corpus
+from qa.config import IndexSettings
+from qa.errors import BadDocument
+
+
+def make_pdf(pages: list[list[str]], title: str = "", author: str = "") -> bytes:
+    """A minimal, valid PDF with one text line per entry (Helvetica), written by hand."""
+    objs: list[bytes] = []
+    kids = []
+    n_pages = len(pages)
+    font_id = 3 + 2 * n_pages
+    for i, lines in enumerate(pages):
+        page_id, content_id = 3 + 2 * i, 4 + 2 * i
+        kids.append(f"{page_id} 0 R")
+        esc = lambda t: t.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
+        body = "BT /F1 11 Tf 72 720 Td " + " ".join(f"({esc(l)}) Tj 0 -16 Td" for l in lines) + " ET"
+        objs.append((page_id, f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents {content_id} 0 R "
+                              f"/Resources << /Font << /F1 {font_id} 0 R >> >> >>".encode()))
+        objs.append((content_id, f"<< /Length {len(body)} >>\nstream\n{body}\nendstream".encode()))
+    objs = [(1, b"<< /Type /Catalog /Pages 2 0 R >>"),
+            (2, f"<< /Type /Pages /Kids [{' '.join(kids)}] /Count {n_pages} >>".encode())] + objs
+    objs.append((font_id, b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"))
+    info_id = font_id + 1
+    objs.append((info_id, f"<< /Title ({title}) /Author ({author}) >>".encode()))
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = {}
+    for oid, body in sorted(objs):
+        offsets[oid] = len(out)
+        out += f"{oid} 0 obj\n".encode() + body + b"\nendobj\n"
+    xref = len(out)
+    out += f"xref\n0 {info_id + 1}\n0000000000 65535 f \n".encode()
+    for oid in range(1, info_id + 1):
+        out += f"{offsets[oid]:010d} 00000 n \n".encode()
+    out += f"trailer\n<< /Size {info_id + 1} /Root 1 0 R /Info {info_id} 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    return bytes(out)
+
+
+HTML = """<!doctype html><html><head><title>Border report | Example News</title>
+<meta name="author" content="Jane Roe"><meta property="article:published_time" content="2023-10-12T08:00:00Z">
+<meta property="og:site_name" content="Example News"><link rel="canonical" href="https://example.org/border-report">
+<script>document.write('<p>Injected paragraph about dolphins.</p>')</script></head>
+<body><nav>Home | World | Subscribe to our newsletter</nav><script>alert('x')</script>
+<article><h1>Border report</h1>
+<p>Guards on the Yalu river detained 37 people trying to cross into Dandong last winter, a monitoring group said.</p>
+<p>The group urged an end to the detentions. <img src=x onerror="alert(1)"></p>
+<script>var stolen = document.cookie;</script></article><footer>Copyright 2023 Example News</footer></body></html>"""
+
+
+@pytest.fixture()
+def svc(tmp_path):
+    (tmp_path / "corpus").mkdir()
+    return Verbatim(tmp_path / "corpus", tmp_path / "index", settings=IndexSettings(model="hashing-256"),
+                    root=tmp_path)
+
+
+def _top(v, q):
+    res = v.ask(q)
+    return (res.answers or res.closest)[0]
+
+
+def test_markdown_front_matter_gives_metadata_and_is_never_quoted(svc):
+    (svc.corpus_dir / "note.md").write_text(
+        "---\ntitle: Winter crossings\nauthor: Kim Min-ji and Lee Joon\ndate: 2023-02-01\n"
+        "publisher: Field Notes\n---\n# Winter crossings\n\n"
+        "Smugglers charged 8,000 dollars per person for winter crossings of the Tumen.\n")
+    svc.sync()
+    q = _top(svc, "How much did smugglers charge per person for winter crossings?")
+    assert "8,000 dollars" in q.text
+    assert q.source.title == "Winter crossings" and q.source.date == "2023-02-01"
+    assert q.source.authors == ("Kim Min-ji", "Lee Joon")
+    text = (svc.corpus_dir / "note.md").read_text()
+    assert text[q.start:q.end] == q.text
+    doc = corpus.load_file(svc.corpus_dir / "note.md", svc.root)[0]
+    from qa.chunking import split_sentences
+    assert not any("title:" in s.text for s in split_sentences(doc) if s.quotable)
+
+
+def test_html_main_text_and_metadata_scripts_gone(svc):
+    (svc.corpus_dir / "page.html").write_text(HTML)
+    svc.sync()
+    q = _top(svc, "How many people did guards on the Yalu river detain?")
+    assert "37 people" in q.text
+    assert q.source.title.startswith("Border report") and q.source.authors == ("Jane Roe",)
+    assert q.source.date == "2023-10-12" and q.source.url == "https://example.org/border-report"
+    text = svc.index().document_text(q.source.doc_id)
+    assert text[q.start:q.end] == q.text  # offsets refer to the extracted text (`qa show`)
+    assert "alert" not in text and "cookie" not in text and "dolphins" not in text and "Subscribe" not in text
+
+
+def test_pdf_pages_are_kept_and_cited(svc):
+    pdf = make_pdf([["Annual report on border detentions.", "The first page talks about methods."],
+                    ["In 2022 the monitors counted 412 forced returns.", "Most returns went through Sinuiju."]],
+                   title="Monitoring report 2022", author="Border Watch")
+    (svc.corpus_dir / "report.pdf").write_bytes(pdf)
+    svc.sync()
+    res = svc.ask("How many forced returns did the monitors count in 2022?")
+    q = (res.answers or res.closest)[0]
+    assert "412 forced returns" in q.text and q.page == 2
+    assert q.source.title == "Monitoring report 2022" and q.source.authors == ("Border Watch",)
+    assert svc.index().document_text(q.source.doc_id)[q.start:q.end] == q.text
+    assert res.to_dict()[("answers" if res.answers else "closest")][0]["page"] == 2
+
+
+def test_jsonl_feed_one_document_per_line(svc):
+    lines = [
+        {"text": "The Dandong office opened in 2019 and serves 40 families.", "title": "Office news",
+         "url": "https://example.org/a", "date": "2019-05-02", "publisher": "Feed A"},
+        "not json at all",
+        {"title": "no text field"},
+        {"text": "Volunteers in Yanbian delivered 300 winter coats in December.", "title": "Coats",
+         "date": "December 3, 2020", "publisher": "Feed B"},
+    ]
+    (svc.corpus_dir / "feed.jsonl").write_text("\n".join(json.dumps(l) if isinstance(l, dict) else l for l in lines))
+    r = svc.sync()
+    assert sorted(r.added) == ["corpus/feed.jsonl#1", "corpus/feed.jsonl#4"]
+    assert any("line 2" in w for w in r.warnings) and any("line 3" in w for w in r.warnings)
+    q = _top(svc, "How many winter coats did volunteers in Yanbian deliver?")
+    assert "300 winter coats" in q.text and q.source.path == "corpus/feed.jsonl#4"
+    assert q.source.date == "2020-12-03" and q.source.publisher == "Feed B"
+
+
+def test_bad_inputs_get_messages_and_the_rest_is_indexed(svc):
+    (svc.corpus_dir / "good.txt").write_text("The shelter in Bangkok housed 25 defectors in March.")
+    (svc.corpus_dir / "corrupt.pdf").write_bytes(b"%PDF-1.4\n1 0 obj << /Type /Catalog >> garbage")
+    (svc.corpus_dir / "scripts.html").write_text("<html><script>" + "alert(1);" * 500 + "</script></html>")
+    (svc.corpus_dir / "latin1.txt").write_bytes("Caf\xe9 owners in Seoul hired 12 defectors.".encode("latin-1"))
+    (svc.corpus_dir / "empty.md").write_text("---\ntitle: nothing\n---\n")
+    r = svc.sync()
+    assert any("corrupt.pdf: not a readable PDF" in s for s in r.skipped)
+    assert any("scripts.html: no article text" in s for s in r.skipped)
+    assert any("latin1.txt: not valid UTF-8" in w for w in r.warnings)
+    assert sorted(r.added) == ["corpus/empty.md", "corpus/good.txt", "corpus/latin1.txt"] or \
+        sorted(r.added) == ["corpus/good.txt", "corpus/latin1.txt"]
+    assert "25 defectors" in _top(svc, "How many defectors did the Bangkok shelter house?").text
+
+
+def test_large_text_file_is_indexed_in_bounded_batches(svc, monkeypatch):
+    from qa import index as index_mod
+
+    sentence = "Refugee number {} crossed the river at night and reached the shelter safely. "
+    (svc.corpus_dir / "big.txt").write_text("".join(sentence.format(i) for i in range(30000)))
+    seen = []
+    enc = svc.encoder
+    orig = enc.encode_documents
+    monkeypatch.setattr(enc, "encode_documents", lambda texts, progress=False: (seen.append(len(texts)), orig(texts))[1])
+    r = svc.sync()
+    assert r.sentences_embedded == 30000
+    assert max(seen) <= index_mod._BATCH  # never the whole document at once
+    q = _top(svc, "Which refugee number 29999 crossed the river?")
+    assert "29999" in q.text
+
+
+def test_bad_front_matter_is_a_clear_error(tmp_path):
+    f = tmp_path / "x.md"
+    f.write_text("---\ntitle: [unclosed\n---\nBody text here.\n")
+    with pytest.raises(BadDocument, match="front matter is not valid YAML"):
+        corpus.load_file(f, tmp_path)
