@@ -78,10 +78,11 @@ class Verbatim:
                 self._index = index_mod.Index.load(self.index_dir)
             return self._index
 
-    def sync(self, progress: bool = False, log=None, wait: bool = True) -> index_mod.SyncReport:
+    def sync(self, progress: bool = False, log=None, wait: bool = True,
+             rehash: bool = False) -> index_mod.SyncReport:
         return index_mod.sync(
             self.corpus_dir, self.index_dir, self.settings, self.encoder,
-            root=self.root, progress=progress, log=log, wait=wait,
+            root=self.root, progress=progress, log=log, wait=wait, rehash=rehash,
         )
 
     def ensure_index(self, log=None) -> index_mod.SyncReport | None:

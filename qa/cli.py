@@ -28,7 +28,7 @@ def _service(args):
 
 def cmd_index(args) -> int:
     v = _service(args)
-    report = v.sync(progress=sys.stderr.isatty(), log=_err, wait=not args.no_wait)
+    report = v.sync(progress=sys.stderr.isatty(), log=_err, wait=not args.no_wait, rehash=args.rehash)
     for w in report.warnings:
         _err(f"warning: {w}")
     if args.json:
@@ -188,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("index", help="build or update the index incrementally")
     s.add_argument("--json", action="store_true", help="print the sync report as JSON")
     s.add_argument("--no-wait", action="store_true", help="fail instead of waiting for another writer")
+    s.add_argument("--rehash", action="store_true",
+                   help="read and hash every file, even those whose size and time are unchanged")
     s.set_defaults(func=cmd_index)
 
     s = sub.add_parser("ask", help="ask a question")

@@ -11,8 +11,10 @@ Metadata, in order of precedence:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -241,13 +243,20 @@ def parse_text(text: str, path: str, sidecar: dict | None = None, warnings=(),
     )
 
 
+@functools.lru_cache(maxsize=64)
+def _resolved(root: Path) -> str:
+    return str(root.resolve())
+
+
 def display_path(path: Path, root: Path) -> str:
-    """Path relative to ``root`` when inside it, else absolute."""
-    path = path.resolve()
-    try:
-        return path.relative_to(root.resolve()).as_posix()
-    except ValueError:
-        return path.as_posix()
+    """Path relative to ``root`` when inside it, else absolute (no per-file resolve when
+    ``path`` is already absolute and canonical, as ``list_sources`` returns them)."""
+    r = _resolved(root)
+    p = str(path) if path.is_absolute() and ".." not in path.parts else str(path.resolve())
+    if p.startswith(r + os.sep):
+        return p[len(r) + 1:].replace(os.sep, "/")
+    p = str(path.resolve())
+    return p[len(r) + 1:].replace(os.sep, "/") if p.startswith(r + os.sep) else Path(p).as_posix()
 
 
 def load_file(path: Path, root: Path) -> list[Document]:
@@ -383,24 +392,31 @@ def _load_jsonl(data: bytes, rel: str) -> list[Document]:
 
 
 def list_sources(corpus_dir: Path) -> tuple[list[Path], list[Skipped]]:
-    """Files under ``corpus_dir`` that are documents, and those that are not."""
+    """Files under ``corpus_dir`` that are documents, and those that are not.
+
+    Hidden files and folders (``.name``) are ignored: uploads in progress, ``.removed/``.
+    """
     files: list[Path] = []
     skipped: list[Skipped] = []
     if not corpus_dir.is_dir():
         raise BadDocument(f"corpus folder {corpus_dir} does not exist")
-    for p in sorted(corpus_dir.rglob("*")):
-        if not p.is_file() or any(part.startswith(".") for part in p.relative_to(corpus_dir).parts):
-            continue
-        name = p.name
-        if name.endswith(SIDECAR_SUFFIX) or name.lower() == "readme.md":
-            continue
-        if p.is_symlink() and not p.resolve().is_relative_to(corpus_dir.resolve()):
-            skipped.append(Skipped(str(p), "symbolic link pointing outside the corpus; skipped"))
-            continue
-        if p.suffix.lower() in SUPPORTED_SUFFIXES:
-            files.append(p)
-        else:
-            skipped.append(Skipped(str(p), f"unsupported file type '{p.suffix or name}'; skipped"))
+    top = _resolved(corpus_dir)
+    for dirpath, dirnames, filenames in os.walk(top):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith(".") or name.endswith(SIDECAR_SUFFIX) or name.lower() == "readme.md":
+                continue
+            full = os.path.join(dirpath, name)
+            if os.path.islink(full):
+                target = os.path.realpath(full)
+                if not target.startswith(top + os.sep) or not os.path.isfile(target):
+                    skipped.append(Skipped(full, "symbolic link pointing outside the corpus; skipped"))
+                    continue
+            elif not os.path.isfile(full):
+                continue
+            suffix = os.path.splitext(name)[1].lower()
+            if suffix in SUPPORTED_SUFFIXES:
+                files.append(Path(full))
+            else:
+                skipped.append(Skipped(full, f"unsupported file type '{suffix or name}'; skipped"))
     return files, skipped
-
-

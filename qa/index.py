@@ -38,14 +38,14 @@ from .embeddings import Encoder
 from .errors import BadDocument, IndexBusy, IndexMissing
 from .types import Document, Metadata, Sentence, Source
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _SCHEMA = """
 CREATE TABLE documents (
   doc_id TEXT PRIMARY KEY, text TEXT NOT NULL, n_sentences INTEGER, n_chunks INTEGER, pages TEXT
 );
 CREATE TABLE paths (
   path TEXT PRIMARY KEY, doc_id TEXT NOT NULL REFERENCES documents(doc_id),
-  title TEXT, publisher TEXT, date TEXT, url TEXT, authors TEXT, furniture TEXT
+  title TEXT, publisher TEXT, date TEXT, url TEXT, authors TEXT, furniture TEXT, stamp TEXT
 );
 CREATE TABLE sentences (
   id INTEGER PRIMARY KEY AUTOINCREMENT, doc_id TEXT NOT NULL, idx INTEGER NOT NULL,
@@ -376,12 +376,62 @@ def _remove_stale_generations(index_dir: Path, keep: set[str]) -> None:
         p.unlink(missing_ok=True)
 
 
-def scan_corpus(corpus_dir: Path, root: Path, report: SyncReport) -> dict[str, Document]:
-    """Read every document under ``corpus_dir``: path -> Document. Bad files are reported."""
+@dataclass
+class Entry:
+    """One indexed path as the scan sees it."""
+
+    doc_id: str
+    meta: tuple  # the paths-table metadata columns
+    stamp: str  # size and mtime of the file and its sidecar
+    doc: Document | None  # None when the file was not re-read (unchanged stamp)
+
+
+_RACY_NS = 2_000_000_000
+
+
+def _stamp(f: Path) -> str:
+    """Size and mtime of a file and its sidecar; "" (never trusted) if modified just now.
+
+    File times are coarse on many systems, so a same-size rewrite within the same tick
+    would keep its stamp; like git, a file changed in the last two seconds is re-read
+    on the next scan too.
+    """
+    st = f.stat()
+    side = f.with_name(f.name + corpus.SIDECAR_SUFFIX)
+    ss = side.stat() if side.exists() else None
+    newest = max(st.st_mtime_ns, ss.st_mtime_ns if ss else 0)
+    if time.time_ns() - newest < _RACY_NS:
+        return ""
+    return f"{st.st_size}:{st.st_mtime_ns}:" + (f"{ss.st_size}:{ss.st_mtime_ns}" if ss else "-")
+
+
+def scan_corpus(corpus_dir: Path, root: Path, report: SyncReport,
+                known: dict[str, tuple] | None = None) -> dict[str, Entry]:
+    """Every document under ``corpus_dir``: path -> Entry. Bad files are reported.
+
+    ``known`` maps indexed paths to (doc_id, meta, stamp). A file whose size and mtime
+    (and its sidecar's) equal the stamp recorded when it was last read keeps its
+    recorded content hash and metadata without being read again (as git and rsync do);
+    any other file is read, hashed and parsed.
+    """
     files, skipped = corpus.list_sources(corpus_dir)
     report.skipped.extend(f"{s.path}: {s.reason}" for s in skipped)
-    docs: dict[str, Document] = {}
+    known = known or {}
+    by_file: dict[str, list[str]] = {}
+    for path in known:
+        by_file.setdefault(path.split("#", 1)[0], []).append(path)
+    entries: dict[str, Entry] = {}
     for f in files:
+        try:
+            stamp = _stamp(f)
+        except OSError:
+            continue  # vanished while scanning: treated as deleted, picked up next time
+        rel = corpus.display_path(f, root)
+        rows = by_file.get(rel, [])
+        if stamp and rows and all(known[p][2] == stamp for p in rows):
+            for p in rows:
+                entries[p] = Entry(known[p][0], known[p][1], stamp, None)
+            continue
         try:
             loaded = corpus.load_file(f, root)
         except BadDocument as err:
@@ -389,8 +439,8 @@ def scan_corpus(corpus_dir: Path, root: Path, report: SyncReport) -> dict[str, D
             continue
         for doc in loaded:
             report.warnings.extend(doc.warnings)
-            docs[doc.path] = doc
-    return docs
+            entries[doc.path] = Entry(doc.doc_id, _meta_row(doc.metadata, doc.furniture), stamp, doc)
+    return entries
 
 
 def sync(
@@ -402,6 +452,7 @@ def sync(
     progress: bool = False,
     log: Progress | None = None,
     wait: bool = True,
+    rehash: bool = False,
 ) -> SyncReport:
     """Bring the index in ``index_dir`` in line with ``corpus_dir``; return what changed."""
     import faiss
@@ -422,9 +473,50 @@ def sync(
                 log(f"{reason}: rebuilding the whole index")
                 live = None
 
-        docs = scan_corpus(corpus_dir, root, report)
+        known: dict[str, tuple] = {}
+        old_docs: set[str] = set()
+        if live is not None:
+            src = sqlite3.connect(f"file:{live / 'store.sqlite'}?mode=ro", uri=True)
+            for r in src.execute("SELECT path, doc_id, title, publisher, date, url, authors, furniture, "
+                                 "stamp FROM paths"):
+                known[r[0]] = (r[1], tuple(r[2:8]), "" if rehash else (r[8] or ""))
+            old_docs = {r[0] for r in src.execute("SELECT doc_id FROM documents")}
+            src.close()
+        docs = scan_corpus(corpus_dir, root, report, known)
         for msg in report.skipped:
             log(f"skipped {msg}")
+
+        want_docs: dict[str, Document] = {}
+        for path in sorted(docs):
+            if docs[path].doc is not None:
+                want_docs.setdefault(docs[path].doc_id, docs[path].doc)
+        wanted_ids = {e.doc_id for e in docs.values()}
+        to_remove = old_docs - wanted_ids
+        to_add = [want_docs[d] for d in sorted(wanted_ids - old_docs)]
+
+        # classify path-level changes for the report
+        for path, e in sorted(docs.items()):
+            old = known.get(path)
+            if old is None:
+                moved_from = [p for p, k in known.items() if k[0] == e.doc_id and p not in docs]
+                if moved_from and e.doc_id in old_docs:
+                    report.renamed.append((moved_from[0], path))
+                else:
+                    report.added.append(path)
+            elif old[0] != e.doc_id:
+                report.changed.append(path)
+            elif old[1] != e.meta:
+                report.metadata_updated.append(path)
+            else:
+                report.unchanged += 1
+        renamed_from = {a for a, _ in report.renamed}
+        report.removed = sorted(p for p in known if p not in docs and p not in renamed_from)
+        stamps_changed = any(known.get(p, (None, None, None))[2] != e.stamp for p, e in docs.items())
+
+        if live is not None and not report.changed_anything and not stamps_changed:
+            report.generation = live.name
+            report.seconds = time.perf_counter() - t0
+            return report
 
         gen = index_dir / _new_gen_name(index_dir)
         gen.mkdir()
@@ -440,47 +532,6 @@ def sync(
         conn = dst
         conn.execute("PRAGMA foreign_keys=OFF")
 
-        old_paths = dict(conn.execute("SELECT path, doc_id FROM paths").fetchall())
-        old_meta = {
-            r[0]: tuple(r[1:]) for r in conn.execute(
-                "SELECT path, title, publisher, date, url, authors, furniture FROM paths"
-            )
-        }
-        old_docs = {r[0] for r in conn.execute("SELECT doc_id FROM documents")}
-        want_docs: dict[str, Document] = {}
-        for path in sorted(docs):
-            want_docs.setdefault(docs[path].doc_id, docs[path])
-        to_remove = old_docs - want_docs.keys()
-        to_add = [want_docs[d] for d in want_docs.keys() - old_docs]
-
-        # classify path-level changes for the report
-        new_doc_paths: dict[str, list[str]] = {}
-        for path, doc in docs.items():
-            new_doc_paths.setdefault(doc.doc_id, []).append(path)
-        for path, doc in sorted(docs.items()):
-            old = old_paths.get(path)
-            if old is None:
-                moved_from = [p for p, d in old_paths.items() if d == doc.doc_id and p not in docs]
-                if moved_from and doc.doc_id in old_docs:
-                    report.renamed.append((moved_from[0], path))
-                else:
-                    report.added.append(path)
-            elif old != doc.doc_id:
-                report.changed.append(path)
-            elif old_meta.get(path) != _meta_row(doc.metadata, doc.furniture):
-                report.metadata_updated.append(path)
-            else:
-                report.unchanged += 1
-        renamed_from = {a for a, _ in report.renamed}
-        report.removed = sorted(p for p in old_paths if p not in docs and p not in renamed_from)
-
-        if not report.changed_anything and live is not None:
-            conn.close()
-            shutil.rmtree(gen)
-            report.generation = live.name
-            report.seconds = time.perf_counter() - t0
-            return report
-
         with conn:
             removed_chunk_ids: list[int] = []
             for doc_id in to_remove:
@@ -492,11 +543,8 @@ def sync(
                 conn.execute("DELETE FROM documents WHERE doc_id=?", (doc_id,))
             conn.execute("DELETE FROM paths")
             conn.executemany(
-                "INSERT INTO paths VALUES (?,?,?,?,?,?,?,?)",
-                [
-                    (path, doc.doc_id, *_meta_row(doc.metadata, doc.furniture))
-                    for path, doc in sorted(docs.items())
-                ],
+                "INSERT INTO paths VALUES (?,?,?,?,?,?,?,?,?)",
+                [(path, e.doc_id, *e.meta, e.stamp) for path, e in sorted(docs.items())],
             )
             new_chunk_ids, new_chunk_vecs = _add_documents(
                 conn, to_add, settings, encoder, progress, report

@@ -207,3 +207,26 @@ def test_same_sentence_in_two_documents_is_one_quote_with_both_sources(hashing_s
     assert {q.source.path} | others == {"corpus/004_16947189698fbbee.txt", "corpus/wire.txt"}
     for src, s, e in q.also_in:
         assert (hashing_service.root / src.path).read_text()[s:e] == shared
+
+
+def test_unchanged_files_are_not_reread_but_same_size_edits_are_caught(hashing_service, corpus_copy, monkeypatch):
+    import os
+
+    from qa import corpus as corpus_mod
+
+    past = 1_700_000_000
+    for f in corpus_copy.iterdir():
+        os.utime(f, (past, past))
+    hashing_service.sync()
+    reads = []
+    orig = corpus_mod.load_file
+    monkeypatch.setattr(corpus_mod, "load_file", lambda p, r: (reads.append(p.name), orig(p, r))[1])
+    assert not hashing_service.sync().changed_anything
+    assert reads == []  # size and mtime unchanged: nothing read
+    f = corpus_copy / "000_913f2efb5995b750.txt"
+    f.write_text(f.read_text().replace("600 North", "650 North"))  # same size
+    os.utime(f, (past + 10, past + 10))
+    r = hashing_service.sync()
+    assert reads == [f.name] and r.changed == [f"corpus/{f.name}"]
+    assert hashing_service.sync(rehash=True).unchanged == 5  # --rehash reads everything again
+    assert len(reads) == 6
