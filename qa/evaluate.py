@@ -427,9 +427,11 @@ def calibrate(datasets: dict[str, list[Prediction]]) -> dict:
     scored = [(statistics.mean(acc(ps, t) for ps in datasets.values()), t) for t in cuts]
     best = max(s for s, _ in scored)
     ties = [t for s, t in scored if s == best]
+    # answering needs score >= t, so each best cut t stands for the interval (previous cut, t]:
+    # take the middle of the widest-possible best interval
     lo, hi = min(ties), max(ties)
-    nxt = [t for t in cuts if t > hi]
-    threshold = (hi + nxt[0]) / 2 if nxt and lo == hi else (lo + hi) / 2
+    below = [t for t in cuts if t < lo]
+    threshold = ((below[-1] if below else lo) + hi) / 2
     return {
         "threshold": round(threshold, 4),
         "objective": round(best, 4),
