@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import BadQuestion
 from .index import Index, bm25_tokenize
 from .types import Passage
 
@@ -17,6 +18,14 @@ class Filter:
     doc_ids: frozenset[str] | None = None
     date_from: str = ""
     date_to: str = ""
+
+    def __post_init__(self) -> None:
+        import re
+
+        for name in ("date_from", "date_to"):
+            v = getattr(self, name)
+            if v and not re.fullmatch(r"\d{4}(-\d{2}(-\d{2})?)?", v):
+                raise BadQuestion(f"dates must look like 2024-08-23, 2024-08 or 2024 (got {v!r})")
 
     @property
     def active(self) -> bool:

@@ -60,3 +60,11 @@ def test_filters_by_document_and_date(hashing_service):
     ps = retrieval.retrieve(idx, q, vec, top=20, flt=Filter(date_from="2018-01-01", date_to="2018-12-31"))
     assert ps and {p.source.date for p in ps} <= {"2018-01", "2018-10-01"}
     assert retrieval.retrieve(idx, q, vec, flt=Filter(doc_ids=frozenset())) == []
+
+
+def test_bad_dates_get_a_clear_message():
+    from qa.errors import BadQuestion
+
+    with pytest.raises(BadQuestion, match="dates must look like"):
+        Filter(date_from="last year")
+    assert Filter(date_from="2018", date_to="2018-12-31").active
