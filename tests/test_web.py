@@ -131,9 +131,17 @@ def browser():
 
 def _ask(page, url, question):
     page.goto(url)
-    page.wait_for_selector("#question textarea", timeout=60000)
+    # the Sources list is filled by the app's load event: the page is hydrated and connected
+    page.wait_for_selector("#sources label", timeout=60000)
     page.fill("#question textarea", question)
     page.click("#ask")
+    shown = "(q) => document.querySelector('#chat').innerText.includes(q)"
+    try:
+        page.wait_for_function(shown, arg=question[:25], timeout=10000)
+    except Exception:  # the click landed before the handlers were attached: once more
+        page.fill("#question textarea", question)
+        page.click("#ask")
+        page.wait_for_function(shown, arg=question[:25], timeout=30000)
 
 
 @pytest.mark.slow
