@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import bisect
 import json
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,28 +61,11 @@ class Candidate:
     lex: float
     passage: float
     typed: float = 0.0
+    span: tuple[int, int] | None = None  # answer words within the sentence, if found
     score: float = 0.0
 
 
 # --------------------------------------------------------------------------- lexical
-
-
-def _idf(index: Index) -> tuple[dict[str, float], float]:
-    """idf per (stemmed) term from the BM25 matrix, and the idf of an unseen term."""
-    cached = getattr(index, "_idf_cache", None)
-    if cached is not None:
-        return cached
-    if index.bm25 is None:
-        out: tuple[dict[str, float], float] = ({}, 1.0)
-    else:
-        n = int(index.bm25_ids.size)
-        indptr = np.asarray(index.bm25.scores["indptr"])
-        df = np.diff(indptr)
-        idf = np.log(1.0 + (n - df + 0.5) / (df + 0.5))
-        out = ({t: float(idf[i]) for t, i in index.bm25.vocab_dict.items() if i < len(idf)},
-               float(math.log(1.0 + (n + 0.5) / 0.5)))
-    index._idf_cache = out  # type: ignore[attr-defined]
-    return out
 
 
 def lexical_overlap(q_terms: list[str], s_terms: set[str], idf: dict[str, float], unseen: float) -> float:
@@ -204,17 +186,13 @@ def candidates(index: Index, question: str, qvec: np.ndarray, passages: list[Pas
     """Score every quotable sentence of the passages; best first."""
     if not passages:
         return []
-    idf, unseen = _idf(index)
+    idf, unseen = index.term_idf
     q_terms = bm25_tokenize([question])[0]
     top_fused = max(p.score for p in passages)
     typed_question = question_type(question) is not None
     seen: dict[tuple[str, int], Candidate] = {}
     for p in passages:
-        rows = index.chunks([p.chunk_id])
-        if p.chunk_id not in rows:
-            continue
-        _, _, _, first, last = rows[p.chunk_id]
-        sents = index.sentences(p.doc_id, first, last)
+        sents = index.sentences(p.doc_id, p.first_sentence, p.last_sentence)
         if not sents:
             continue
         vecs = np.stack([v for _, _, v in sents])
@@ -229,8 +207,8 @@ def candidates(index: Index, question: str, qvec: np.ndarray, passages: list[Pas
                 seen[key].passage = max(seen[key].passage, rel)
                 continue
             lex = lexical_overlap(q_terms, set(s_terms), idf, unseen)
-            typed = float(typed_question and answer_span(question, sent.text) is not None)
-            seen[key] = Candidate(sent, idx, float(c), lex, rel, typed)
+            span = answer_span(question, sent.text) if typed_question else None
+            seen[key] = Candidate(sent, idx, float(c), lex, rel, float(span is not None), span)
     out = list(seen.values())
     for c in out:
         c.score = combine(c, cal)
@@ -246,7 +224,7 @@ def _norm(text: str) -> str:
     return " ".join(text.split()).casefold()
 
 
-def build_quotes(index: Index, question: str, cands: list[Candidate], top: int,
+def build_quotes(index: Index, cands: list[Candidate], top: int,
                  sources: dict[str, Source]) -> list[Quote]:
     """Group identical sentences across documents; return the ``top`` groups as quotes."""
     groups: dict[str, list[Candidate]] = {}
@@ -266,7 +244,7 @@ def build_quotes(index: Index, question: str, cands: list[Candidate], top: int,
         around = index.sentences(s.doc_id, max(0, best.idx - 1), min(n - 1, best.idx + 1))
         ctx_start = min(x.start for _, x, _ in around)
         ctx_end = max(x.end for _, x, _ in around)
-        span = answer_span(question, s.text)
+        span = best.span
         a_start = a_end = None
         answer = None
         if span is not None:

@@ -132,7 +132,7 @@ class Verbatim:
         read = passages[: cfg.passages]
         cands = answering.candidates(idx, q, qvec, read, self.calibration)
         sources = {p.doc_id: p.source for p in read}
-        quotes = answering.build_quotes(idx, q, cands, cfg.top, sources)
+        quotes = answering.build_quotes(idx, cands, cfg.top, sources)
         t3 = time.perf_counter()
         no_answer = not quotes or quotes[0].score < self.calibration.threshold
         timings = {

@@ -20,7 +20,9 @@ generation live; leftovers are removed by the next sync.
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
+import math
 import os
 import shutil
 import sqlite3
@@ -82,6 +84,7 @@ def _versions() -> dict:
 # --------------------------------------------------------------------------- BM25
 
 
+@functools.lru_cache(maxsize=1)
 def _stemmer():
     import Stemmer
 
@@ -178,6 +181,10 @@ class Index:
     bm25: object | None  # bm25s.BM25
     bm25_ids: np.ndarray
     _local: threading.local = field(default_factory=threading.local, repr=False)
+    _docs: dict = field(default_factory=dict, repr=False)  # doc_id -> (text, pages, n_sentences)
+    _docs_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    _DOC_CACHE = 32  # documents kept in memory; a generation's texts never change
 
     @classmethod
     def load(cls, index_dir: Path) -> "Index":
@@ -239,11 +246,44 @@ class Index:
             d: Source(**{**s.__dict__, "paths": tuple(paths[d])}) for d, s in out.items()
         }
 
-    def document_text(self, doc_id: str) -> str:
-        row = self.db().execute("SELECT text FROM documents WHERE doc_id=?", (doc_id,)).fetchone()
+    def _document(self, doc_id: str) -> tuple[str, list[int], int]:
+        """(text, page starts, sentence count) of a document, cached per generation."""
+        with self._docs_lock:
+            hit = self._docs.pop(doc_id, None)
+            if hit is not None:
+                self._docs[doc_id] = hit  # most recently used last
+                return hit
+        row = self.db().execute(
+            "SELECT text, pages, n_sentences FROM documents WHERE doc_id=?", (doc_id,)
+        ).fetchone()
         if row is None:
             raise KeyError(doc_id)
-        return row[0]
+        hit = (row[0], json.loads(row[1] or "[]"), int(row[2]))
+        with self._docs_lock:
+            self._docs[doc_id] = hit
+            while len(self._docs) > self._DOC_CACHE:
+                self._docs.pop(next(iter(self._docs)))
+        return hit
+
+    def document_text(self, doc_id: str) -> str:
+        return self._document(doc_id)[0]
+
+    def pages(self, doc_id: str) -> list[int]:
+        return self._document(doc_id)[1]
+
+    def sentence_count(self, doc_id: str) -> int:
+        return self._document(doc_id)[2]
+
+    @functools.cached_property
+    def term_idf(self) -> tuple[dict[str, float], float]:
+        """BM25 idf of every (stemmed) term, and the idf of a term the corpus lacks."""
+        if self.bm25 is None:
+            return {}, 1.0
+        n = int(self.bm25_ids.size)
+        df = np.diff(np.asarray(self.bm25.scores["indptr"]))
+        idf = np.log(1.0 + (n - df + 0.5) / (df + 0.5))
+        vocab = {t: float(idf[i]) for t, i in self.bm25.vocab_dict.items() if i < len(idf)}
+        return vocab, float(math.log(1.0 + (n + 0.5) / 0.5))
 
     def chunks(self, chunk_ids: list[int]) -> dict[int, tuple]:
         if not chunk_ids:
@@ -273,16 +313,6 @@ class Index:
             )
             for idx, s, e, kind, emb in rows
         ]
-
-    def pages(self, doc_id: str) -> list[int]:
-        row = self.db().execute("SELECT pages FROM documents WHERE doc_id=?", (doc_id,)).fetchone()
-        return json.loads(row[0] or "[]") if row else []
-
-    def sentence_count(self, doc_id: str) -> int:
-        row = self.db().execute(
-            "SELECT n_sentences FROM documents WHERE doc_id=?", (doc_id,)
-        ).fetchone()
-        return int(row[0]) if row else 0
 
     def documents(self) -> list[dict]:
         rows = self.db().execute(

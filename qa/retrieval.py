@@ -135,13 +135,14 @@ def retrieve(
     for cid in best:
         if cid not in rows:
             continue
-        doc_id, start, end, _, _ = rows[cid]
+        doc_id, start, end, first, last = rows[cid]
         text = index.document_text(doc_id)[start:end]
         out.append(
             Passage(
                 chunk_id=cid, doc_id=doc_id, start=start, end=end, text=text,
                 score=fused[cid], dense_score=d_score.get(cid), bm25_score=b_score.get(cid),
                 dense_rank=d_rank.get(cid), bm25_rank=b_rank.get(cid), source=sources[doc_id],
+                first_sentence=first, last_sentence=last,
             )
         )
     return out

@@ -110,6 +110,8 @@ class Passage:
     dense_rank: int | None
     bm25_rank: int | None
     source: Source
+    first_sentence: int = 0  # the chunk's sentences, by index in the document
+    last_sentence: int = 0
 
 
 @dataclass(frozen=True)

@@ -273,8 +273,8 @@ class WebApp:
     def ask_json(self, question: str, top: int = 3, sources: list[str] | None = None,
                  date_from: str = "", date_to: str = "") -> dict:
         """The API endpoint: same JSON as ``qa ask --json``."""
-        all_ids = {d["doc_id"] for d in self.documents()}
-        chosen = None if not sources or set(sources) >= all_ids else frozenset(sources)
+        n_docs = self.service.index().manifest["counts"]["documents"]
+        chosen = None if not sources or len(set(sources)) >= n_docs else frozenset(sources)
         flt = Filter(doc_ids=chosen, date_from=(date_from or "").strip(), date_to=(date_to or "").strip())
         return self.service.ask(question, top=int(top), flt=flt).to_dict()
 
