@@ -93,33 +93,18 @@ class Verbatim:
 
     # -- asking
 
-    def ask(
-        self,
-        question: str,
-        top: int = 3,
-        mode: str = "hybrid",
-        flt: Filter = Filter(),
-        ask_settings: AskSettings | None = None,
-    ) -> AskResult:
+    def ask(self, question: str, top: int = 3, mode: str = "hybrid", flt: Filter = Filter()) -> AskResult:
         """Quotes answering ``question`` (or ``no_answer`` with the closest passages)."""
-        return self.ask_with_passages(question, top, mode, flt, ask_settings)[0]
+        return self.ask_with_passages(question, AskSettings(top=top, mode=mode), flt)[0]
 
     def ask_with_passages(
-        self,
-        question: str,
-        top: int = 3,
-        mode: str = "hybrid",
-        flt: Filter = Filter(),
-        ask_settings: AskSettings | None = None,
-        retrieve: int = 0,
+        self, question: str, cfg: AskSettings = AskSettings(), flt: Filter = Filter(), retrieve: int = 0,
     ) -> tuple[AskResult, list[Passage]]:
-        """Like ``ask``, also returning the ranked passages (at least ``retrieve`` of them).
-
-        Only the first ``passages`` (AskSettings) are read by the answerer; the rest are
-        there for retrieval metrics.
+        """``ask`` with explicit settings, also returning the ranked passages (at least
+        ``retrieve`` of them). Only the first ``cfg.passages`` are read by the answerer;
+        the rest are there for retrieval metrics.
         """
         q = clean_question(question)
-        cfg = ask_settings or AskSettings(top=top, mode=mode)
         t0 = time.perf_counter()
         idx = self.index()
         qvec = self.encoder.encode_queries([q])[0]

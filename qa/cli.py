@@ -108,15 +108,19 @@ def cmd_sources(args) -> int:
     return 0
 
 
-def cmd_show(args) -> int:
-    v = _service(args)
-    idx = v.index()
-    ids = idx.doc_ids_for([args.doc])
-    if not ids:
-        from .errors import VerbatimError
+def _matching_docs(idx, selector: str) -> list[str]:
+    """Doc ids matching an id, a path or a file name; a clear error if none does."""
+    from .errors import VerbatimError
 
-        raise VerbatimError(f"no indexed document matches '{args.doc}' (see `qa sources`)")
-    for doc_id in sorted(ids):
+    ids = idx.doc_ids_for([selector])
+    if not ids:
+        raise VerbatimError(f"no indexed document matches '{selector}' (see `qa sources`)")
+    return sorted(ids)
+
+
+def cmd_show(args) -> int:
+    idx = _service(args).index()
+    for doc_id in _matching_docs(idx, args.doc):
         src = idx.sources([doc_id])[doc_id]
         print(json.dumps(src.to_dict(), ensure_ascii=False, indent=2))
         print("-" * 72)
@@ -141,10 +145,7 @@ def cmd_remove(args) -> int:
 
     v = _service(args)
     idx = v.index()
-    ids = idx.doc_ids_for([args.doc])
-    if not ids:
-        raise VerbatimError(f"no indexed document matches '{args.doc}' (see `qa sources`)")
-    paths = sorted({p for d in ids for p in idx.sources([d])[d].paths})
+    paths = sorted({p for src in idx.sources(_matching_docs(idx, args.doc)).values() for p in src.paths})
     files = {(v.root / p.split("#")[0]) for p in paths}
     if any("#" in p for p in paths):
         raise VerbatimError("that document is a line of a .jsonl feed; edit the feed file to remove it")
@@ -236,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "top", 1) is not None and not 1 <= getattr(args, "top", 1) <= 50:
+    if hasattr(args, "top") and not 1 <= args.top <= 50:
         parser.error("--top must be between 1 and 50")
     try:
         return int(args.func(args) or 0)

@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -282,6 +282,8 @@ def load_file(path: Path, root: Path) -> list[Document]:
     text, warnings = decode(data, rel)
     if suffix in (".md", ".markdown"):
         front, span = front_matter(text, rel)
+        if span is not None and not text[span.end:].strip():
+            raise BadDocument(f"{rel}: empty document (front matter only); skipped")
         return [parse_text(text, rel, {**front, **sidecar}, warnings,
                            extra_furniture=(span,) if span else ())]
     return [parse_text(text, rel, sidecar, warnings)]
@@ -368,26 +370,27 @@ def _load_pdf(data: bytes, rel: str, sidecar: dict) -> Document:
 
 
 def _load_jsonl(data: bytes, rel: str) -> list[Document]:
-    """One article per line: {"text", "title"?, "url"?, "date"?, "publisher"?, "authors"?}."""
+    """One article per line: {"text", "title"?, "url"?, "date"?, "publisher"?, "authors"?}.
+
+    File-level warnings (decoding, skipped lines) are reported once, on the first document.
+    """
     text, warnings = decode(data, rel)
-    docs, problems = [], []
+    docs = []
     for n, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
-        where = f"{rel}#{n}"
         try:
             obj = json.loads(line)
             if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
                 raise ValueError('each line must be an object with a "text" string')
             meta = {k: obj[k] for k in ("title", "url", "date", "publisher", "authors") if k in obj}
-            docs.append(parse_text(obj["text"], where, meta, warnings))
+            docs.append(parse_text(obj["text"], f"{rel}#{n}", meta))
         except (ValueError, BadDocument) as err:
-            problems.append(f"line {n}: {err}")
-    if problems and not docs:
-        raise BadDocument(f"{rel}: no usable lines ({problems[0]}); skipped")
-    if problems:
-        docs = [Document(**{**d.__dict__, "warnings": d.warnings + tuple(
-            f"{rel}: skipped {p}" for p in problems)}) if i == 0 else d for i, d in enumerate(docs)]
+            warnings.append(f"{rel}: skipped line {n}: {err}")
+    if not docs:
+        reason = warnings[-1].split(": ", 1)[1] if warnings else "no lines"
+        raise BadDocument(f"{rel}: no usable lines ({reason}); skipped")
+    docs[0] = replace(docs[0], warnings=tuple(warnings))
     return docs
 
 

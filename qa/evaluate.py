@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import random
 import re
@@ -187,7 +188,7 @@ def run_questions(service, questions: list[EvalQuestion], mode: str = "hybrid",
     for q in tqdm(questions, disable=not progress, desc=f"asking ({mode})", unit="q", leave=False):
         t = time.perf_counter()
         try:
-            res, passages = service.ask_with_passages(q.question, ask_settings=cfg, retrieve=max(K_VALUES))
+            res, passages = service.ask_with_passages(q.question, cfg, retrieve=max(K_VALUES))
         except VerbatimError:
             continue  # an invalid question in the file: skipped, like a user's would be refused
         ms = (time.perf_counter() - t) * 1e3
@@ -244,7 +245,7 @@ def metrics(preds: list[Prediction], build_seconds: float | None = None) -> dict
         m[f"hit@{k}"] = _mean(p.retrieval_rank is not None and p.retrieval_rank <= k for p in ans)
     m["mrr@10"] = _mean(1 / p.retrieval_rank if p.retrieval_rank and p.retrieval_rank <= 10 else 0 for p in ans)
     # binary relevance, one relevant passage counted (the first found): nDCG = 1/log2(rank+1)
-    m["ndcg@10"] = _mean(1 / _log2(p.retrieval_rank + 1) if p.retrieval_rank and p.retrieval_rank <= 10 else 0
+    m["ndcg@10"] = _mean(1 / math.log2(p.retrieval_rank + 1) if p.retrieval_rank and p.retrieval_rank <= 10 else 0
                          for p in ans)
     m["top1_contains_answer"] = _mean(p.top1_correct for p in ans)
     m["top3_contains_answer"] = _mean(p.top3_correct for p in ans)
@@ -270,11 +271,6 @@ def metrics(preds: list[Prediction], build_seconds: float | None = None) -> dict
     m["index_build_seconds"] = build_seconds
     return m
 
-
-def _log2(x: float) -> float:
-    import math
-
-    return math.log2(x)
 
 
 ROWS = [
@@ -307,15 +303,6 @@ def table(columns: dict[str, dict]) -> str:
         for k in keys:
             lines.append(f"  {k:<{w - 2}}" + "".join(f"{_fmt(columns[n].get(k)):>12}" for n in names))
     return "\n".join(lines)
-
-
-def markdown_table(columns: dict[str, dict]) -> str:
-    names = list(columns)
-    out = ["| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-    for _, keys in ROWS:
-        for k in keys:
-            out.append(f"| {k} | " + " | ".join(_fmt(columns[n].get(k)) for n in names) + " |")
-    return "\n".join(out)
 
 
 # --------------------------------------------------------------------------- report

@@ -710,16 +710,6 @@ def _progress_bar(total_chars: int, enabled: bool):
     return tqdm(total=total_chars, unit="char", unit_scale=True, desc="indexing", leave=False)
 
 
-def _encode_batched(encoder: Encoder, texts: list[str], bar, batch: int = 256) -> np.ndarray:
-    out = [np.zeros((0, encoder.dim), dtype=np.float32)]
-    for i in range(0, len(texts), batch):
-        part = texts[i : i + batch]
-        out.append(encoder.encode_documents(part))
-        if bar is not None:
-            bar.update(len(part))
-    return np.ascontiguousarray(np.concatenate(out), dtype=np.float32)
-
-
 def _write_bm25(gen: Path, chunks: list[tuple[int, str]]) -> None:
     import bm25s
 

@@ -30,10 +30,14 @@ def test_sidecar_metadata_wins():
     assert doc.path == "corpus/004_16947189698fbbee.txt"
 
 
+def _seed_without_sidecar(tmp_path, name: str):
+    f = tmp_path / "article.txt"
+    f.write_bytes((SEED / name).read_bytes())
+    return corpus.load_file(f, tmp_path)[0]
+
+
 def test_header_lines_give_metadata_without_sidecar(tmp_path):
-    f = tmp_path / "a.txt"
-    f.write_bytes((SEED / "000_913f2efb5995b750.txt").read_bytes())
-    doc = corpus.load_file(f, tmp_path)[0]
+    doc = _seed_without_sidecar(tmp_path, "000_913f2efb5995b750.txt")
     assert doc.metadata.date == "2024-08-23"
     assert doc.metadata.publisher == "www.persecution.org"
     assert doc.metadata.url == "https://www.persecution.org"
@@ -42,9 +46,7 @@ def test_header_lines_give_metadata_without_sidecar(tmp_path):
 
 
 def test_heuristics_first_line_title_and_dateline(tmp_path):
-    f = tmp_path / "b.txt"
-    f.write_bytes((SEED / "003_ba6c32f1455b1fa4.txt").read_bytes())
-    doc = corpus.load_file(f, tmp_path)[0]
+    doc = _seed_without_sidecar(tmp_path, "003_ba6c32f1455b1fa4.txt")
     assert doc.metadata.date == "2018-10-01"
     assert doc.metadata.title == "Giving hope to persecuted Christians since 1995"
 

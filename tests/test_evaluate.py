@@ -80,7 +80,7 @@ def test_squad_open_corpus_eval_end_to_end(small_squad, tmp_path):
     assert "hit@10" in p.stdout and "bm25" in p.stdout
     m = json.loads(out.read_text())["modes"]
     assert set(m) == {"bm25", "hybrid"}
-    assert m["bm25"]["questions"] > 20 and m["bm25"]["hit@20"] >= m["bm25"]["hit@1"]
+    assert m["bm25"]["questions"] > 20 and m["hybrid"]["hit@20"] > 0.5
     assert m["bm25"]["hit@20"] > 0.5  # BM25 finds the gold paragraph among 6 for most questions
     rows = [json.loads(l) for l in preds.read_text().splitlines()]
     assert {"id", "question", "no_answer", "quote", "answer", "path", "start", "end", "score",
