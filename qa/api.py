@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import answering, index as index_mod, retrieval
 from .config import DEFAULT_CORPUS, DEFAULT_INDEX, MAX_QUESTION_CHARS, REPO_ROOT, AskSettings, IndexSettings
-from .embeddings import Encoder, load_encoder
+from .embeddings import Encoder, OnnxEncoder, ensure_onnx_export, load_encoder
 from .errors import BadQuestion, IndexMissing
 from .retrieval import Filter
 from .types import AskResult, Passage
@@ -56,6 +56,7 @@ class Verbatim:
         self.calibration = calibration or answering.Calibration.load()
         self._index: index_mod.Index | None = None
         self._encoder: Encoder | None = None
+        self._query_encoder: Encoder | None = None
         self._lock = threading.Lock()
 
     # -- resources
@@ -65,6 +66,28 @@ class Verbatim:
         if self._encoder is None:
             self._encoder = load_encoder(self.settings.model)
         return self._encoder
+
+    @property
+    def onnx_dir(self) -> Path:
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", self.settings.model).strip("._") or "model"
+        return self.index_dir / f"onnx-{slug[:80]}"
+
+    @property
+    def query_encoder(self) -> Encoder:
+        """The encoder for questions: the checked ONNX export when there is one
+        (no torch import: a cold ``qa ask`` starts in about a second), else the model."""
+        if self._query_encoder is None:
+            folder = self.onnx_dir
+            enc: Encoder | None = None
+            if (folder / "checked").exists():
+                try:
+                    enc = OnnxEncoder(folder)
+                    if enc.name != self.settings.model:
+                        enc = None
+                except Exception:  # a damaged export: the full model still works
+                    enc = None
+            self._query_encoder = enc or self.encoder
+        return self._query_encoder
 
     def index(self) -> index_mod.Index:
         """The live index generation; reloaded when a newer one has been published."""
@@ -80,10 +103,12 @@ class Verbatim:
 
     def sync(self, progress: bool = False, log=None, wait: bool = True,
              rehash: bool = False) -> index_mod.SyncReport:
-        return index_mod.sync(
+        report = index_mod.sync(
             self.corpus_dir, self.index_dir, self.settings, self.encoder,
             root=self.root, progress=progress, log=log, wait=wait, rehash=rehash,
         )
+        ensure_onnx_export(self.encoder, self.onnx_dir)
+        return report
 
     def ensure_index(self, log=None) -> index_mod.SyncReport | None:
         """Build (or rebuild, if stale) the index; return the report, or None if it was fine."""
@@ -107,7 +132,7 @@ class Verbatim:
         q = clean_question(question)
         t0 = time.perf_counter()
         idx = self.index()
-        qvec = self.encoder.encode_queries([q])[0]
+        qvec = self.query_encoder.encode_queries([q])[0]
         t1 = time.perf_counter()
         passages = retrieval.retrieve(
             idx, q, qvec, top=max(cfg.passages, retrieve), candidates=max(cfg.candidates, retrieve),

@@ -6,11 +6,19 @@
 - a path to a local sentence-transformers model folder;
 - ``hashing-<dim>``: a deterministic bag-of-words hashing encoder, no model
   weights, used by fast unit tests (it counts the texts it encodes).
+
+Questions take a lighter path when it exists: the first index build exports the
+sentence-transformers model to ONNX beside the index (``export_onnx``), checked
+against the original on sample texts, and ``OnnxEncoder`` runs it with ONNX
+Runtime and the ``tokenizers`` library. Importing torch and
+sentence-transformers costs several seconds; ONNX Runtime well under one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
 import re
 import threading
@@ -70,6 +78,127 @@ class SentenceTransformerEncoder:
 
     def encode_documents(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
         return self._encode(texts, progress)
+
+
+    def export_onnx(self, dest: Path) -> None:
+        """Write the transformer as ONNX (+ tokenizer and pooling settings) into ``dest``."""
+        import torch
+
+        st = self._model
+        auto = st[0].auto_model
+        dest.mkdir(parents=True, exist_ok=True)
+
+        class Body(torch.nn.Module):
+            def __init__(self, m):
+                super().__init__()
+                self.m = m
+
+            def forward(self, input_ids, attention_mask, token_type_ids):
+                return self.m(input_ids=input_ids, attention_mask=attention_mask,
+                              token_type_ids=token_type_ids).last_hidden_state
+
+        ids = torch.ones((2, 8), dtype=torch.long)
+        names = ["input_ids", "attention_mask", "token_type_ids"]
+        with self._lock, torch.no_grad(), _quiet_warnings():
+            torch.onnx.export(
+                Body(auto).eval(), (ids, torch.ones_like(ids), torch.zeros_like(ids)),
+                str(dest / "model.onnx"), input_names=names, output_names=["hidden"],
+                dynamic_axes={n: {0: "batch", 1: "seq"} for n in names + ["hidden"]},
+                opset_version=17, dynamo=False,
+            )
+        st.tokenizer.backend_tokenizer.save(str(dest / "tokenizer.json"))
+        (dest / "encoder.json").write_text(json.dumps({
+            "name": self.name, "dim": self.dim, "max_seq_length": int(st.max_seq_length),
+            "pooling": "mean", "normalize": True,
+        }))
+
+
+@contextlib.contextmanager
+def _quiet_warnings():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+class OnnxEncoder:
+    """A mean-pooled, normalised transformer run by ONNX Runtime (no torch import)."""
+
+    def __init__(self, folder: Path, batch_size: int = 64):
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        cfg = json.loads((folder / "encoder.json").read_text())
+        self.name = cfg["name"]
+        self.dim = int(cfg["dim"])
+        self.batch_size = batch_size
+        self._tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self._tok.enable_truncation(int(cfg["max_seq_length"]))
+        self._tok.enable_padding()
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        self._sess = ort.InferenceSession(str(folder / "model.onnx"), opts,
+                                          providers=["CPUExecutionProvider"])
+
+    def _encode(self, texts: Sequence[str]) -> np.ndarray:
+        out = [np.zeros((0, self.dim), dtype=np.float32)]
+        for i in range(0, len(texts), self.batch_size):
+            encs = self._tok.encode_batch(list(texts[i : i + self.batch_size]))
+            ids = np.asarray([e.ids for e in encs], dtype=np.int64)
+            mask = np.asarray([e.attention_mask for e in encs], dtype=np.int64)
+            hidden = self._sess.run(None, {"input_ids": ids, "attention_mask": mask,
+                                           "token_type_ids": np.zeros_like(ids)})[0]
+            m = mask[..., None].astype(np.float32)
+            pooled = (hidden * m).sum(1) / np.maximum(m.sum(1), 1e-9)
+            pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+            out.append(pooled.astype(np.float32))
+        return np.ascontiguousarray(np.concatenate(out))
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self._encode(texts)
+
+    def encode_documents(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+        return self._encode(texts)
+
+
+_PARITY_TEXTS = (
+    "How many North Korean refugees did China forcibly repatriate in October 2023?",
+    "In October 2023, China forcibly repatriated 600 North Korean refugees.",
+    "Who won the FIFA World Cup?",
+    "x",
+)
+
+
+def ensure_onnx_export(encoder: "Encoder", folder: Path) -> bool:
+    """Export ``encoder`` to ``folder`` once; keep it only if it matches the original.
+
+    Returns whether a checked export is there. An export that fails or disagrees
+    (cosine below 0.9999 on sample texts) is removed, and questions keep using the
+    full model.
+    """
+    if not isinstance(encoder, SentenceTransformerEncoder):
+        return False
+    ok = folder / "checked"
+    if ok.exists():
+        return True
+    import shutil
+
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        encoder.export_onnx(tmp)
+        ref = encoder.encode_queries(list(_PARITY_TEXTS))
+        got = OnnxEncoder(tmp).encode_queries(list(_PARITY_TEXTS))
+        if float((ref * got).sum(1).min()) < 0.9999:
+            raise ValueError("ONNX export disagrees with the original model")
+        (tmp / "checked").write_text("cosine >= 0.9999 on sample texts\n")
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
+        return True
+    except Exception:  # the fast path is optional; the full model still answers
+        shutil.rmtree(tmp, ignore_errors=True)
+        return False
 
 
 def _quiet_loading_bars() -> None:

@@ -487,7 +487,7 @@ def cmd_eval(args) -> int:
     bad = [m for m in modes if m not in ("hybrid", "dense", "bm25")]
     if bad:
         raise VerbatimError(f"unknown retrieval mode {bad[0]!r}: use bm25, dense or hybrid")
-    service.encoder  # load before timing
+    service.query_encoder  # load before timing
     columns: dict[str, dict] = {}
     all_preds: list[Prediction] = []
     t0 = time.perf_counter()

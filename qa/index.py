@@ -7,7 +7,9 @@ Layout of an index folder::
       .lock              held (flock) by the one process writing
       gen-000007/
         store.sqlite     documents, paths (with metadata), sentences (+ vectors), chunks
-        dense.faiss      IndexIDMap2 over inner product; ids are chunk ids
+        dense.faiss      passage vectors, inner product; ids are chunk ids. Exact
+                         (IndexIDMap2(IndexFlatIP)) up to EXACT_MAX passages, IVF
+                         above, its nprobe tuned at build time (see DenseChoice)
         bm25/            bm25s index over chunk texts, and bm25_ids.npy (row -> chunk id)
         manifest.json    settings, model, library versions, counts
 
@@ -40,7 +42,7 @@ from .embeddings import Encoder
 from .errors import BadDocument, IndexBusy, IndexMissing
 from .types import Document, Metadata, Sentence, Source
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _SCHEMA = """
 CREATE TABLE documents (
   doc_id TEXT PRIMARY KEY, text TEXT NOT NULL, n_sentences INTEGER, n_chunks INTEGER, pages TEXT
@@ -56,7 +58,8 @@ CREATE TABLE sentences (
 CREATE UNIQUE INDEX sentences_doc ON sentences(doc_id, idx);
 CREATE TABLE chunks (
   id INTEGER PRIMARY KEY AUTOINCREMENT, doc_id TEXT NOT NULL,
-  start INTEGER NOT NULL, "end" INTEGER NOT NULL, first_sentence INTEGER, last_sentence INTEGER
+  start INTEGER NOT NULL, "end" INTEGER NOT NULL, first_sentence INTEGER, last_sentence INTEGER,
+  emb BLOB NOT NULL
 );
 CREATE INDEX chunks_doc ON chunks(doc_id);
 CREATE INDEX paths_doc ON paths(doc_id);
@@ -202,12 +205,32 @@ class Index:
                 "run `qa index` to rebuild it"
             )
         dense = faiss.read_index(str(gen / "dense.faiss"))
+        choice = DenseChoice.from_manifest(manifest)
+        if choice.kind == "ivf":
+            faiss.extract_index_ivf(dense).nprobe = choice.nprobe
         bm25 = None
         ids = np.zeros(0, dtype=np.int64)
         if (gen / "bm25" / "params.index.json").exists():
             bm25 = bm25s.BM25.load(str(gen / "bm25"), mmap=False, show_progress=False)
             ids = np.load(gen / "bm25_ids.npy")
         return cls(gen, manifest, dense, bm25, ids)
+
+    @property
+    def dense_choice(self) -> "DenseChoice":
+        return DenseChoice.from_manifest(self.manifest)
+
+    def chunk_vectors(self, chunk_ids: np.ndarray) -> np.ndarray:
+        """Stored (fp16) vectors of ``chunk_ids``, in that order, as float32."""
+        dim = int(self.manifest["dim"])
+        out = np.zeros((len(chunk_ids), dim), dtype=np.float32)
+        pos = {int(c): i for i, c in enumerate(chunk_ids)}
+        ids = list(pos)
+        for b in range(0, len(ids), 900):
+            part = ids[b : b + 900]
+            q = ",".join("?" * len(part))
+            for cid, emb in self.db().execute(f"SELECT id, emb FROM chunks WHERE id IN ({q})", part):
+                out[pos[cid]] = np.frombuffer(emb, dtype=np.float16, count=dim)
+        return out
 
     @property
     def settings(self) -> IndexSettings:
@@ -591,15 +614,22 @@ def sync(
             ).fetchall()
         conn.close()
 
-        # dense: previous vectors minus removed, plus new
-        if live is not None:
+        # dense: previous vectors minus removed, plus new; rebuilt from the stored
+        # vectors when the size calls for another kind of index (see DenseChoice)
+        n_chunks = manifest_counts["chunks"]
+        old_choice = DenseChoice.from_manifest(old_manifest) if live is not None else None
+        choice = DenseChoice.for_size(n_chunks, old_choice)
+        if old_choice is not None and choice == old_choice:
             dense = faiss.read_index(str(live / "dense.faiss"))
             if removed_chunk_ids:
                 dense.remove_ids(np.asarray(removed_chunk_ids, dtype=np.int64))
+            if new_chunk_ids:  # as stored (fp16), so an update equals a rebuild
+                vecs = new_chunk_vecs.astype(np.float16).astype(np.float32)
+                dense.add_with_ids(vecs, np.asarray(new_chunk_ids, dtype=np.int64))
         else:
-            dense = faiss.IndexIDMap2(faiss.IndexFlatIP(encoder.dim))
-        if new_chunk_ids:
-            dense.add_with_ids(new_chunk_vecs, np.asarray(new_chunk_ids, dtype=np.int64))
+            if choice.kind != "flat":
+                log(f"{n_chunks:,} passages: building an approximate index ({choice.factory})")
+            dense, choice = _build_dense(db_path, encoder.dim, choice)
         faiss.write_index(dense, str(gen / "dense.faiss"))
 
         # sparse: bm25s cannot add or delete, so it is rebuilt from the chunk texts
@@ -612,7 +642,8 @@ def sync(
             "dim": encoder.dim,
             "versions": _versions(),
             "counts": manifest_counts,
-            "dense_index": "IndexIDMap2(IndexFlatIP)",
+            "dense_index": choice.describe(),
+            "dense": choice.to_dict(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         (gen / "manifest.json").write_text(json.dumps(manifest, indent=2))
@@ -631,6 +662,135 @@ def sync(
         report.generation = gen.name
         report.seconds = time.perf_counter() - t0
         return report
+
+
+# --------------------------------------------------------------------------- dense index
+
+EXACT_MAX = 50_000  # passages searched exactly; above this an IVF index is built
+RECALL_TARGET = 0.99  # recall@10 against exact search that nprobe is tuned to reach
+
+
+@dataclass(frozen=True)
+class DenseChoice:
+    """Which FAISS index holds the passage vectors, and how it was tuned.
+
+    Exact search (a flat inner-product scan) is used up to EXACT_MAX passages:
+    at 50k x 384 dimensions one scan takes a few milliseconds. Above that an IVF
+    index with 8-bit scalar quantisation (a quarter of the memory) is trained on
+    the stored vectors, with about 4*sqrt(n) lists; ``nprobe`` is the smallest
+    power of two whose recall@10 against exact search, measured on a sample of
+    stored vectors as queries (each one's own hit excluded), reaches
+    RECALL_TARGET. An IVF index takes additions and removals; it is retrained when
+    the collection has grown 4-fold since training or shrunk below EXACT_MAX / 2.
+    """
+
+    kind: str = "flat"  # flat | ivf
+    nlist: int = 0
+    nprobe: int = 0
+    trained_on: int = 0
+    recall_at_10: float = 1.0
+
+    @property
+    def factory(self) -> str:
+        return "Flat" if self.kind == "flat" else f"IVF{self.nlist},SQ8"
+
+    def describe(self) -> str:
+        if self.kind == "flat":
+            return "IndexIDMap2(IndexFlatIP) (exact)"
+        return (f"IVF{self.nlist},SQ8 inner product, nprobe {self.nprobe}, "
+                f"recall@10 vs exact {self.recall_at_10:.3f} (trained on {self.trained_on:,})")
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_manifest(cls, manifest: dict | None) -> "DenseChoice":
+        d = (manifest or {}).get("dense")
+        return cls(**d) if isinstance(d, dict) else cls()
+
+    @classmethod
+    def for_size(cls, n: int, current: "DenseChoice | None") -> "DenseChoice":
+        """The choice to use for ``n`` passages: ``current`` when it still fits."""
+        if current is not None and current.kind == "ivf":
+            if EXACT_MAX // 2 <= n <= 4 * current.trained_on:
+                return current
+        elif n <= EXACT_MAX:
+            return current if current is not None else cls()
+        if n <= EXACT_MAX:
+            return cls()
+        return cls("ivf", nlist=_nlist(n))
+
+
+def _nlist(n: int) -> int:
+    return int(2 ** round(math.log2(4 * math.sqrt(n))))
+
+
+def _stored_vectors(db_path: Path, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        n = conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
+        ids = np.empty(n, dtype=np.int64)
+        vecs = np.empty((n, dim), dtype=np.float32)
+        for i, (cid, emb) in enumerate(conn.execute("SELECT id, emb FROM chunks ORDER BY id")):
+            ids[i] = cid
+            vecs[i] = np.frombuffer(emb, dtype=np.float16, count=dim)
+    finally:
+        conn.close()
+    return ids, vecs
+
+
+def _build_dense(db_path: Path, dim: int, choice: DenseChoice):
+    """A new dense index over every stored passage vector, per ``choice``."""
+    import faiss
+
+    ids, vecs = _stored_vectors(db_path, dim)
+    if choice.kind == "flat":
+        dense = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        if ids.size:
+            dense.add_with_ids(vecs, ids)
+        return dense, DenseChoice()
+    dense = faiss.index_factory(dim, choice.factory, faiss.METRIC_INNER_PRODUCT)
+    rng = np.random.default_rng(0)
+    train = vecs[rng.choice(len(vecs), size=min(len(vecs), 64 * choice.nlist), replace=False)]
+    dense.train(train)
+    dense.add_with_ids(vecs, ids)
+    nprobe, recall = tune_nprobe(dense, vecs, ids, rng)
+    return dense, DenseChoice("ivf", choice.nlist, nprobe, len(vecs), round(recall, 4))
+
+
+def tune_nprobe(dense, vecs: np.ndarray, ids: np.ndarray, rng, sample: int = 300,
+                k: int = 10) -> tuple[int, float]:
+    """Smallest power-of-two nprobe whose recall@k against exact search >= RECALL_TARGET.
+
+    The queries are stored vectors; each query's own passage is left out of both
+    lists, so what is measured is how many of its k true neighbours are found.
+    """
+    import faiss
+
+    q = vecs[rng.choice(len(vecs), size=min(sample, len(vecs)), replace=False)]
+    exact = faiss.IndexFlatIP(vecs.shape[1])
+    exact.add(vecs)
+    _, rows = exact.search(q, k + 1)
+    truth = ids[rows]
+    ivf = faiss.extract_index_ivf(dense)
+    best = (ivf.nlist, 1.0)
+    for nprobe in (2 ** i for i in range(1, 16)):
+        if nprobe >= ivf.nlist:
+            break
+        ivf.nprobe = nprobe
+        _, got = dense.search(q, k + 1)
+        recall = recall_at_k(truth[:, 1:], got, k)
+        if recall >= RECALL_TARGET:
+            best = (nprobe, recall)
+            break
+    ivf.nprobe = best[0]
+    return best
+
+
+def recall_at_k(truth: np.ndarray, got: np.ndarray, k: int) -> float:
+    """Share of the true top-k (rows of ``truth``) found in the rows of ``got``."""
+    hits = sum(len(set(t[:k].tolist()) & set(g.tolist())) for t, g in zip(truth, got))
+    return hits / float(truth.shape[0] * k)
 
 
 def _rebuild_reason(manifest: dict, settings: IndexSettings, encoder: Encoder) -> str:
@@ -671,11 +831,14 @@ def _add_documents(conn, docs: list[Document], settings: IndexSettings, encoder:
             )
         for i in range(0, len(chunks), _BATCH):
             part = chunks[i : i + _BATCH]
-            chunk_vecs.append(encoder.encode_documents([c.text for _, c in part]))
-            for d, c in part:
+            vecs = encoder.encode_documents([c.text for _, c in part])
+            chunk_vecs.append(vecs)
+            for (d, c), v in zip(part, vecs):
                 cur = conn.execute(
-                    'INSERT INTO chunks (doc_id, start, "end", first_sentence, last_sentence) '
-                    "VALUES (?,?,?,?,?)", (d.doc_id, c.start, c.end, c.first_sentence, c.last_sentence))
+                    'INSERT INTO chunks (doc_id, start, "end", first_sentence, last_sentence, emb) '
+                    "VALUES (?,?,?,?,?,?)",
+                    (d.doc_id, c.start, c.end, c.first_sentence, c.last_sentence,
+                     v.astype(np.float16).tobytes()))
                 chunk_ids.append(int(cur.lastrowid))
         report.sentences_embedded += len(sents)
         report.chunks_embedded += len(chunks)

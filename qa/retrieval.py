@@ -57,6 +57,9 @@ def allowed_chunk_ids(index: Index, flt: Filter) -> np.ndarray | None:
     return np.asarray([r[0] for r in rows], dtype=np.int64)
 
 
+EXACT_FILTERED_MAX = 20_000  # a filter this narrow is searched exactly on an IVF index
+
+
 def dense_search(index: Index, qvec: np.ndarray, k: int, allowed: np.ndarray | None):
     import faiss
 
@@ -64,11 +67,23 @@ def dense_search(index: Index, qvec: np.ndarray, k: int, allowed: np.ndarray | N
     if n == 0 or k <= 0:
         return [], []
     params = None
+    ivf = index.dense_choice.kind == "ivf"
     if allowed is not None:
         if allowed.size == 0:
             return [], []
-        params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
         k = min(k, int(allowed.size))
+        if ivf and allowed.size <= EXACT_FILTERED_MAX:
+            # an IVF index only scans nprobe lists, which may hold none of a few
+            # selected documents: score their stored vectors exactly instead
+            scores = index.chunk_vectors(allowed) @ qvec.astype(np.float32)
+            order = np.argsort(-scores, kind="stable")[:k]
+            return allowed[order].tolist(), scores[order].tolist()
+        sel = faiss.IDSelectorBatch(allowed)
+        if ivf:
+            params = faiss.SearchParametersIVF(sel=sel, nprobe=min(4 * index.dense_choice.nprobe,
+                                                                   index.dense_choice.nlist))
+        else:
+            params = faiss.SearchParameters(sel=sel)
     k = min(k, n)
     scores, ids = index.dense.search(qvec.reshape(1, -1).astype(np.float32), k, params=params)
     keep = ids[0] >= 0

@@ -416,7 +416,7 @@ def serve(corpus_dir: Path, index_dir: Path, host: str = "127.0.0.1", port: int 
     built = service.ensure_index(log=print)
     if built is not None:
         print(f"built the index: {built.summary()}")
-    service.encoder  # load the model before the first question
+    service.query_encoder  # load the model before the first question
     app = build_app(service, allow_upload=allow_upload)
     if allow_upload:
         print(f"uploads are on: new articles are saved into {corpus_dir}")

@@ -116,3 +116,32 @@ def test_index_is_intact_after_bad_files(tmp_path):
     after = json.loads(run("ask", "--json", q).stdout)
     top = lambda r: [(a["quote"], a["source"]["path"], a["start"]) for a in r["answers"] + r["closest"]][0]
     assert top(after) == top(before)
+
+
+def test_questions_use_the_checked_onnx_export_which_agrees_with_the_model(real_service):
+    from qa.embeddings import OnnxEncoder, SentenceTransformerEncoder
+
+    assert (real_service.onnx_dir / "checked").exists()
+    fast = OnnxEncoder(real_service.onnx_dir)
+    full = real_service.encoder
+    assert isinstance(full, SentenceTransformerEncoder)
+    idx = real_service.index()
+    texts = [s.text for _, s, _ in idx.sentences(idx.documents()[0]["doc_id"], 0, 40)]
+    texts += ["Who won the FIFA World Cup?", "x" * 3000]  # the long one is truncated alike
+    cos = (fast.encode_queries(texts) * full.encode_queries(texts)).sum(1)
+    assert cos.min() > 0.9999
+
+
+def test_damaged_onnx_export_falls_back_to_the_model(real_service, tmp_path):
+    import shutil
+
+    from qa import Verbatim
+    from qa.embeddings import SentenceTransformerEncoder
+
+    index = tmp_path / "index"
+    shutil.copytree(real_service.index_dir, index)
+    (index / real_service.onnx_dir.name / "model.onnx").write_bytes(b"not a model")
+    v = Verbatim(real_service.corpus_dir, index, root=real_service.root)
+    assert isinstance(v.query_encoder, SentenceTransformerEncoder)
+    res = v.ask("How many North Korean refugees did China forcibly repatriate in October 2023?")
+    assert not res.no_answer and res.answers[0].answer == "600"
