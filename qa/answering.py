@@ -7,6 +7,13 @@ Each candidate sentence (body sentences of the top passages) is scored by
           + W_PASSAGE * fused retrieval score of its best passage (relative to the best)
           + W_TYPE * (1 if the sentence holds a span of the type the question asks for
                       (a number for "how many", a date for "when", a name for "who"), else 0)
+          + W_READER * sigmoid(margin of the reader's best span inside the sentence
+                               over its window's "no answer" score)
+          + W_READER_TOP * exp(that span's score - the best span score of any candidate)
+
+When the reader (``reader.py``) is there, its best span inside the chosen sentence
+is the marked answer; without it (weights missing) the typed-span heuristic below
+marks number/date/name answers.
 
 The weights are tuned on SQuAD v1.1 *train* (``scripts/tune_weights.py``); the threshold is
 calibrated on the shipped question set and SQuAD v2.0 dev (``qa eval --calibrate``).
@@ -40,6 +47,9 @@ class Calibration:
     w_lex: float = W_LEX
     w_passage: float = W_PASSAGE
     w_type: float = W_TYPE
+    w_reader: float = 0.0
+    w_reader_top: float = 0.0
+    reader_span_margin: float = -4.0  # below this the reader's span is not marked
     how: str = "default"
     weights_how: str = "default"
 
@@ -49,7 +59,8 @@ class Calibration:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
             return cls()
-        keys = {"threshold", "w_cos", "w_lex", "w_passage", "w_type", "how", "weights_how"}
+        keys = {"threshold", "w_cos", "w_lex", "w_passage", "w_type", "w_reader", "w_reader_top",
+                "reader_span_margin", "how", "weights_how"}
         return cls(**{k: v for k, v in data.items() if k in keys})
 
 
@@ -62,6 +73,10 @@ class Candidate:
     passage: float
     typed: float = 0.0
     span: tuple[int, int] | None = None  # answer words within the sentence, if found
+    reader: float = 0.0  # sigmoid of the reader's margin for its best span in the sentence
+    reader_margin: float | None = None
+    reader_score: float | None = None
+    reader_top: float = 0.0  # exp(span score - best span score among the candidates)
     score: float = 0.0
 
 
@@ -182,10 +197,11 @@ def answer_span(question: str, sentence: str) -> tuple[int, int] | None:
 
 
 def candidates(index: Index, question: str, qvec: np.ndarray, passages: list[Passage],
-               cal: Calibration) -> list[Candidate]:
+               cal: Calibration, reader=None) -> list[Candidate]:
     """Score every quotable sentence of the passages; best first."""
     if not passages:
         return []
+    reading = reader.read(question, [(p.doc_id, p.start, p.text) for p in passages]) if reader else None
     idf, unseen = index.term_idf
     q_terms = bm25_tokenize([question])[0]
     top_fused = max(p.score for p in passages)
@@ -208,8 +224,23 @@ def candidates(index: Index, question: str, qvec: np.ndarray, passages: list[Pas
                 continue
             lex = lexical_overlap(q_terms, set(s_terms), idf, unseen)
             span = answer_span(question, sent.text) if typed_question else None
-            seen[key] = Candidate(sent, idx, float(c), lex, rel, float(span is not None), span)
+            cand = Candidate(sent, idx, float(c), lex, rel, float(span is not None), span)
+            if reading is not None:
+                best = reading.best_in(sent.doc_id, sent.start, sent.end)
+                if best is not None:
+                    cand.reader_margin = best.margin
+                    cand.reader_score = best.score
+                    cand.reader = float(1.0 / (1.0 + np.exp(-best.margin)))
+                    if best.margin >= cal.reader_span_margin:
+                        cand.span = (best.start - sent.start, best.end - sent.start)
+            seen[key] = cand
     out = list(seen.values())
+    scored = [c.reader_score for c in out if c.reader_score is not None]
+    if scored:
+        top = max(scored)
+        for c in out:
+            if c.reader_score is not None:
+                c.reader_top = float(np.exp(c.reader_score - top))
     for c in out:
         c.score = combine(c, cal)
     out.sort(key=lambda c: (-c.score, c.sentence.doc_id, c.idx))
@@ -217,7 +248,8 @@ def candidates(index: Index, question: str, qvec: np.ndarray, passages: list[Pas
 
 
 def combine(c: Candidate, cal: Calibration) -> float:
-    return cal.w_cos * c.cos + cal.w_lex * c.lex + cal.w_passage * c.passage + cal.w_type * c.typed
+    return (cal.w_cos * c.cos + cal.w_lex * c.lex + cal.w_passage * c.passage + cal.w_type * c.typed
+            + cal.w_reader * c.reader + cal.w_reader_top * c.reader_top)
 
 
 def _norm(text: str) -> str:

@@ -57,6 +57,8 @@ class Verbatim:
         self._index: index_mod.Index | None = None
         self._encoder: Encoder | None = None
         self._query_encoder: Encoder | None = None
+        self._reader = None
+        self._reader_loaded = False
         self._lock = threading.Lock()
 
     # -- resources
@@ -88,6 +90,16 @@ class Verbatim:
                     enc = None
             self._query_encoder = enc or self.encoder
         return self._query_encoder
+
+    @property
+    def reader(self):
+        """The extractive reader (qa/models/reader), or None (with a warning) without it."""
+        if not self._reader_loaded:
+            from .reader import load_reader
+
+            self._reader = load_reader()
+            self._reader_loaded = True
+        return self._reader
 
     def index(self) -> index_mod.Index:
         """The live index generation; reloaded when a newer one has been published."""
@@ -140,7 +152,8 @@ class Verbatim:
         )
         t2 = time.perf_counter()
         read = passages[: cfg.passages]
-        cands = answering.candidates(idx, q, qvec, read, self.calibration)
+        reader = self.reader if cfg.reader else None
+        cands = answering.candidates(idx, q, qvec, read, self.calibration, reader)
         sources = {p.doc_id: p.source for p in read}
         quotes = answering.build_quotes(idx, cands, cfg.top, sources)
         t3 = time.perf_counter()

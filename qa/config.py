@@ -48,6 +48,7 @@ class AskSettings:
     candidates: int = 50  # per retriever, before fusion
     rrf_k: int = 60
     mode: str = "hybrid"  # hybrid | dense | bm25
+    reader: bool = True  # use the extractive reader when its weights are there
 
     def __post_init__(self) -> None:
         if self.top < 1 or self.top > 50:

@@ -180,11 +180,11 @@ def _matches_source(source, gold: str | None) -> bool:
 
 
 def run_questions(service, questions: list[EvalQuestion], mode: str = "hybrid",
-                  progress: bool = True) -> list[Prediction]:
+                  progress: bool = True, reader: bool = True) -> list[Prediction]:
     from tqdm import tqdm
 
     preds = []
-    cfg = AskSettings(top=3, mode=mode)
+    cfg = AskSettings(top=3, mode=mode, reader=reader)
     for q in tqdm(questions, disable=not progress, desc=f"asking ({mode})", unit="q", leave=False):
         t = time.perf_counter()
         try:
@@ -449,6 +449,11 @@ def add_eval_parser(sub) -> None:
                    "(open corpus) and store it in qa/calibration.json")
     s.add_argument("--squad-v2", default=str(SQUAD_DIR / "dev-v2.0.json"),
                    help="SQuAD v2.0 file used by --calibrate")
+    s.add_argument("--no-reader", action="store_true",
+                   help="answer without the extractive reader (sentence scorer and span heuristic only)")
+    s.add_argument("--reader-gold", action="store_true",
+                   help="SQuAD file: the reader alone, given each question's gold paragraph "
+                   "(official EM/F1 of its best span)")
     s.set_defaults(func=cmd_eval)
 
 
@@ -462,6 +467,8 @@ def cmd_eval(args) -> int:
     if args.calibrate:
         return _cmd_calibrate(args)
     path = Path(args.file) if args.file else SHIPPED_SET
+    if args.reader_gold:
+        return _cmd_reader_gold(path, args)
     if not path.is_file():
         raise VerbatimError(f"question file {path} does not exist")
     build = None
@@ -492,11 +499,13 @@ def cmd_eval(args) -> int:
     all_preds: list[Prediction] = []
     t0 = time.perf_counter()
     for mode in modes:
-        preds = run_questions(service, questions, mode, progress=sys.stderr.isatty())
+        preds = run_questions(service, questions, mode, progress=sys.stderr.isatty(),
+                              reader=not args.no_reader)
         columns[mode] = metrics(preds, build)
         all_preds += preds
     wall = time.perf_counter() - t0
-    print(f"{path.name}: {len(questions)} questions, threshold {service.calibration.threshold:.3f}, "
+    using = "no reader" if args.no_reader or service.reader is None else "reader"
+    print(f"{path.name}: {len(questions)} questions, {using}, threshold {service.calibration.threshold:.3f}, "
           f"{wall:.1f} s asking" + (f", index built in {build:.1f} s" if build else ""))
     print(table(columns))
     if args.json_out:
@@ -510,6 +519,52 @@ def cmd_eval(args) -> int:
     if args.report:
         Path(args.report).write_text(html_report(path.name, columns, all_preds,
                                                  service.calibration.threshold), encoding="utf-8")
+    return 0
+
+
+def reader_gold(path: Path, limit: int | None, seed: int, progress: bool = False) -> dict:
+    """The reader alone on each question's gold paragraph: official EM/F1 of its best span."""
+    import random
+
+    from tqdm import tqdm
+
+    from .reader import MODEL_DIR, load_reader
+
+    reader = load_reader()
+    if reader is None:
+        raise VerbatimError(f"no reader weights in {MODEL_DIR}")
+    items = []
+    for art in json.loads(path.read_text(encoding="utf-8"))["data"]:
+        for para in art["paragraphs"]:
+            for qa in para["qas"]:
+                golds = [a["text"] for a in qa["answers"]]
+                if golds:  # SQuAD v2.0 unanswerables have no span to score
+                    items.append((qa["question"], para["context"], golds))
+    if limit and limit < len(items):
+        items = random.Random(seed).sample(items, limit)
+    em = f1 = 0.0
+    times = []
+    for q, ctx, golds in tqdm(items, disable=not progress, desc="reading", unit="q", leave=False):
+        t = time.perf_counter()
+        span = reader.read(q, [("p", 0, ctx)]).best_in("p", 0, len(ctx))
+        times.append((time.perf_counter() - t) * 1e3)
+        pred = ctx[span.start:span.end] if span else ""
+        em += max(exact_match(pred, g) for g in golds)
+        f1 += max(f1_score(pred, g) for g in golds)
+    n = max(len(items), 1)
+    size = sum(f.stat().st_size for f in MODEL_DIR.iterdir() if f.is_file())
+    return {"questions": len(items), "exact_match": round(100 * em / n, 2), "f1": round(100 * f1 / n, 2),
+            "latency_p50_ms": round(_pct(times, 50), 1), "model_mb": round(size / 1e6, 1)}
+
+
+def _cmd_reader_gold(path: Path, args) -> int:
+    if path.suffix != ".json":
+        raise VerbatimError("--reader-gold needs a SQuAD .json file")
+    r = reader_gold(path, args.limit, args.seed, progress=sys.stderr.isatty())
+    print(f"{path.name}: reader on the gold paragraph, {r['questions']} questions: EM {r['exact_match']:.1f}, "
+          f"F1 {r['f1']:.1f}; {r['latency_p50_ms']:.0f} ms per question (p50); model {r['model_mb']} MB")
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps({"file": str(path), "reader_gold": r}, indent=2))
     return 0
 
 

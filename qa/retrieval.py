@@ -91,24 +91,9 @@ def dense_search(index: Index, qvec: np.ndarray, k: int, allowed: np.ndarray | N
 
 
 def bm25_search(index: Index, question: str, k: int, allowed: np.ndarray | None):
-    if index.bm25 is None or index.bm25_ids.size == 0:
+    if allowed is not None and allowed.size == 0:
         return [], []
-    tokens = bm25_tokenize([question])
-    vocab = index.bm25.vocab_dict
-    if not any(t in vocab for t in tokens[0]):
-        return [], []
-    mask = None
-    n = int(index.bm25_ids.size)
-    if allowed is not None:
-        mask = np.isin(index.bm25_ids, allowed).astype(np.float32)
-        n = int(mask.sum())
-        if n == 0:
-            return [], []
-    k = min(k, n)
-    rows, scores = index.bm25.retrieve(tokens, k=k, show_progress=False, weight_mask=mask)
-    rows, scores = rows[0], scores[0]
-    keep = scores > 0
-    return index.bm25_ids[rows[keep]].tolist(), scores[keep].tolist()
+    return index.sparse.search(bm25_tokenize([question])[0], k, allowed)
 
 
 def rrf(rankings: list[list[int]], k: int = 60) -> dict[int, float]:

@@ -4,9 +4,14 @@
 
 A random sample of train paragraphs becomes an open corpus (indexed by the normal
 pipeline, cached in .cache/tune/); every question of those paragraphs is asked and
-the features of every candidate sentence are recorded. A grid search then picks the
-weights that put a sentence containing a gold answer first most often. The weights
-are written to qa/calibration.json (the threshold is left to `qa eval --calibrate`).
+the features of every candidate sentence are recorded (the reader's too, when its
+weights are there). A grid search then picks the weights that put a sentence
+containing a gold answer first most often. The weights are written to
+qa/calibration.json (the threshold is left to `qa eval --calibrate`).
+
+With --exclude FILE (the ids written by `scripts/train_reader.py used-ids`), only
+paragraphs none of whose questions the reader learned from are sampled, so the
+reader's weight is tuned on questions it has not seen.
 """
 
 from __future__ import annotations
@@ -37,12 +42,16 @@ def main() -> None:
     ap.add_argument("--paragraphs", type=int, default=400)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--write", action="store_true", help="store the best weights in qa/calibration.json")
+    ap.add_argument("--exclude", help="JSON list of question ids to keep out (the reader's training questions)")
     a = ap.parse_args()
     data = json.loads(TRAIN.read_text())["data"]
     paras = [(art["title"], p) for art in data for p in art["paragraphs"]]
+    if a.exclude:
+        used = set(json.loads(Path(a.exclude).read_text()))
+        paras = [(t, p) for t, p in paras if not any(q["id"] in used for q in p["qas"])]
     random.Random(a.seed).shuffle(paras)
     paras = paras[: a.paragraphs]
-    work = REPO_ROOT / ".cache" / "tune" / f"train-{a.paragraphs}-{a.seed}"
+    work = REPO_ROOT / ".cache" / "tune" / f"train-{a.paragraphs}-{a.seed}{'-unseen' if a.exclude else ''}"
     (work / "corpus").mkdir(parents=True, exist_ok=True)
     questions = []
     for i, (title, p) in enumerate(paras):
@@ -54,7 +63,9 @@ def main() -> None:
     t = time.perf_counter()
     v.sync()
     print(f"{len(paras)} train paragraphs, {len(questions)} questions; index ready in {time.perf_counter() - t:.0f} s")
-    feats_file = work / "features.npz"
+    reader = v.reader
+    tag = f"reader-{reader.config.get('steps', 0)}" if reader else "no-reader"
+    feats_file = work / f"features-{tag}.npz"
     if feats_file.exists():
         z = np.load(feats_file)
         F, OK = z["F"], z["OK"]
@@ -62,13 +73,13 @@ def main() -> None:
         idx = v.index()
         rows = []  # per question: list of (features, is_correct)
         for q, golds in questions:
-            qvec = v.encoder.encode_queries([q])[0]
+            qvec = v.query_encoder.encode_queries([q])[0]
             passages = retrieval.retrieve(idx, q, qvec, top=8)
-            cands = answering.candidates(idx, q, qvec, passages, v.calibration)
-            rows.append([((c.cos, c.lex, c.passage, c.typed), contains_answer(c.sentence.text, golds))
-                         for c in cands])
+            cands = answering.candidates(idx, q, qvec, passages, v.calibration, reader)
+            rows.append([((c.cos, c.lex, c.passage, c.typed, c.reader, c.reader_top),
+                          contains_answer(c.sentence.text, golds)) for c in cands])
         width = max(len(r) for r in rows)
-        F = np.full((len(rows), width, 4), -1e3, dtype=np.float32)  # padding never wins
+        F = np.full((len(rows), width, 6), -1e3, dtype=np.float32)  # padding never wins
         OK = np.zeros((len(rows), width), dtype=bool)
         for i, r in enumerate(rows):
             for j, (f, ok) in enumerate(r):
@@ -80,17 +91,21 @@ def main() -> None:
         best = np.argmax(F @ np.asarray(w, dtype=np.float32), axis=1)
         return float(OK[np.arange(len(OK)), best].mean())
 
-    grid = [x / 10 for x in range(0, 11)]
+    readers = [0, 0.1, 0.2, 0.3, 0.5, 1] if reader else [0]
     results = []
-    for wc, wl, wp, wt in itertools.product(grid, grid, [0, 0.05, 0.1, 0.2, 0.3], [0, 0.05, 0.1, 0.15, 0.2, 0.3]):
-        if wc + wl == 0:
-            continue
-        results.append((top1((wc, wl, wp, wt)), (wc, wl, wp, wt)))
+    for wc, wl, wp, wt, wr, wrt in itertools.product(
+            [x / 10 for x in range(3, 11)], [x / 10 for x in range(0, 11)], [0, 0.1, 0.2, 0.3],
+            [0, 0.1, 0.2], readers, readers):
+        results.append((top1((wc, wl, wp, wt, wr, wrt)), (wc, wl, wp, wt, wr, wrt)))
     results.sort(reverse=True)
     cur = v.calibration
-    print(f"current weights {(cur.w_cos, cur.w_lex, cur.w_passage, cur.w_type)}: top-1 {top1((cur.w_cos, cur.w_lex, cur.w_passage, cur.w_type)):.3f}")
+    cw = (cur.w_cos, cur.w_lex, cur.w_passage, cur.w_type, cur.w_reader, cur.w_reader_top)
+    print(f"current weights {cw}: top-1 {top1(cw):.3f}")
+    print(f"reader alone: margin {top1((0, 0, 0, 0, 1, 0)):.3f}, relative score {top1((0, 0, 0, 0, 0, 1)):.3f}; "
+          f"best without the reader: {max(r[0] for r in results if r[1][4] == r[1][5] == 0):.3f}")
     for score, w in results[:5]:
-        print(f"  w_cos={w[0]} w_lex={w[1]} w_passage={w[2]} w_type={w[3]}: top-1 {score:.3f}")
+        print(f"  w_cos={w[0]} w_lex={w[1]} w_passage={w[2]} w_type={w[3]} w_reader={w[4]} "
+              f"w_reader_top={w[5]}: top-1 {score:.3f}")
     best_score, best = results[0]
     # scale so that cosine and lexical weights sum to 1 (the threshold lives on that scale)
     s = best[0] + best[1]
@@ -101,7 +116,7 @@ def main() -> None:
                f"{time.strftime('%Y-%m-%d')}: grid search on {len(questions)} SQuAD v1.1 train questions "
                f"(open corpus of {len(paras)} train paragraphs); top-1 contains answer {best_score:.3f}")
         out = {**asdict(cal), "w_cos": best[0], "w_lex": best[1], "w_passage": best[2], "w_type": best[3],
-               "weights_how": how}
+               "w_reader": best[4], "w_reader_top": best[5], "weights_how": how}
         CALIBRATION_FILE.write_text(json.dumps(out, indent=2) + "\n")
         print(f"wrote {CALIBRATION_FILE}: {best}")
 

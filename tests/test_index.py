@@ -48,7 +48,7 @@ def test_every_store_agrees_after_build(hashing_service):
     idx = hashing_service.index()
     chunk_ids = {r[0] for r in idx.db().execute("SELECT id FROM chunks")}
     assert idx.dense.ntotal == len(chunk_ids)
-    assert set(idx.bm25_ids.tolist()) == chunk_ids
+    assert idx.sparse.live_ids() == chunk_ids
     for cid in chunk_ids:  # FAISS holds exactly those ids
         idx.dense.reconstruct(int(cid))
 
@@ -70,7 +70,7 @@ def test_edit_replaces_old_wording_everywhere(hashing_service, corpus_copy):
     # the stores agree: no stale vector or BM25 row
     idx = hashing_service.index()
     ids = {r[0] for r in idx.db().execute("SELECT id FROM chunks")}
-    assert idx.dense.ntotal == len(ids) and set(idx.bm25_ids.tolist()) == ids
+    assert idx.dense.ntotal == len(ids) and idx.sparse.live_ids() == ids
 
 
 def test_delete_removes_document_from_answers(hashing_service, corpus_copy):
@@ -151,7 +151,7 @@ def test_crash_mid_write_leaves_previous_index_loadable(hashing_service, corpus_
     def boom(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(index_mod, "_write_bm25", boom)
+    monkeypatch.setattr(index_mod.sparse, "write_full", boom)
     with pytest.raises(KeyboardInterrupt):
         hashing_service.sync()
     monkeypatch.undo()
@@ -230,3 +230,62 @@ def test_unchanged_files_are_not_reread_but_same_size_edits_are_caught(hashing_s
     assert reads == [f.name] and r.changed == [f"corpus/{f.name}"]
     assert hashing_service.sync(rehash=True).unchanged == 5  # --rehash reads everything again
     assert len(reads) == 6
+
+
+def _bm25_exact(v: Verbatim, question: str, k: int = 10):
+    """BM25 as a from-scratch rebuild of the current passages would rank them."""
+    from qa import sparse
+
+    idx = v.index()
+    rows = idx.db().execute('SELECT c.id, substr(d.text, c.start + 1, c."end" - c.start) FROM chunks c '
+                            "JOIN documents d ON d.doc_id = c.doc_id ORDER BY c.id").fetchall()
+    tmp = idx.gen_dir.parent / "bm25-check"
+    tmp.mkdir()
+    try:
+        sparse.write_full(tmp, rows)
+        ids, _ = sparse.Sparse.load(tmp).search(sparse.tokenize([question])[0], k, None)
+    finally:
+        shutil.rmtree(tmp)
+    return ids
+
+
+def test_bm25_delta_tracks_adds_and_deletes_like_a_rebuild(hashing_service, corpus_copy, monkeypatch):
+    from qa import retrieval, sparse
+
+    monkeypatch.setattr(sparse, "MIN_BASE", 0)
+    monkeypatch.setattr(sparse, "REBUILD_SHARE", 10.0)
+    hashing_service.sync()
+    base = hashing_service.index().manifest["bm25"]
+    assert base["delta"] == 0 and base["deleted"] == 0
+    (corpus_copy / "000_913f2efb5995b750.txt").unlink()
+    (corpus_copy / "quokka.txt").write_text(
+        "The quokka lives on Rottnest Island. Tumen River crossings were watched by quokkas.\n")
+    hashing_service.sync()
+    idx = hashing_service.index()
+    info = idx.manifest["bm25"]
+    assert info["base"] == base["base"] and info["delta"] >= 1 and info["deleted"] >= 1
+    ids = {r[0] for r in idx.db().execute("SELECT id FROM chunks")}
+    assert idx.sparse.live_ids() == ids
+    # the base files are shared with the previous generation, not copied
+    assert (idx.gen_dir / "bm25_ids.npy").stat().st_nlink >= 1
+    for q in ("quokka Rottnest", "Tumen River crossings", "forcibly repatriated 600 refugees October"):
+        got, _ = retrieval.bm25_search(idx, q, 10, None)
+        assert got[:3] == _bm25_exact(hashing_service, q)[:3], q
+    got, _ = retrieval.bm25_search(idx, "quokka", 10, None)
+    assert got and idx.chunks(got[:1])[got[0]][0] in idx.doc_ids_for(["quokka.txt"])
+    # a filter applies to both segments
+    only = idx.doc_ids_for(["quokka.txt"])
+    allowed = retrieval.allowed_chunk_ids(idx, retrieval.Filter(doc_ids=frozenset(only)))
+    got, _ = retrieval.bm25_search(idx, "Tumen River", 10, allowed)
+    assert got and set(got) <= set(allowed.tolist())
+
+
+def test_bm25_base_is_rebuilt_once_the_delta_is_large(hashing_service, corpus_copy, monkeypatch):
+    from qa import sparse
+
+    monkeypatch.setattr(sparse, "MIN_BASE", 0)
+    hashing_service.sync()
+    (corpus_copy / "big.txt").write_text(" ".join(f"Sentence number {i} is here." for i in range(300)))
+    hashing_service.sync()  # more than 10% new passages: a new base
+    info = hashing_service.index().manifest["bm25"]
+    assert info["delta"] == 0 and info["base"] == hashing_service.index().manifest["counts"]["chunks"]

