@@ -100,8 +100,11 @@ def cmd_sources(args) -> int:
         print(json.dumps({"manifest": v.index().manifest, "documents": docs}, indent=2, ensure_ascii=False))
         return 0
     m = v.index().manifest
-    print(f"{len(docs)} documents, {m['counts']['chunks']} passages; model {m['model']}, "
-          f"{m['dense_index']}, built {m['created']}")
+    bm = m.get("bm25", {})
+    print(f"{len(docs)} documents, {m['counts']['chunks']} passages; model {m['model']}; built {m['created']}")
+    print(f"dense index: {m['dense_index']}")
+    print(f"BM25: base of {bm.get('base', 0)} passages + {bm.get('delta', 0)} added since, "
+          f"{bm.get('deleted', 0)} deleted since")
     for d in docs:
         print(f"  {d['doc_id']}  {d['date'] or '????-??-??':10}  {d['passages']:4d} passages  "
               f"{d['title'][:70]}  ({d['path']})")

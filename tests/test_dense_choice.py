@@ -100,3 +100,18 @@ def test_recall_at_k():
     truth = np.array([[1, 2, 3], [4, 5, 6]])
     got = np.array([[3, 2, 9, 1], [7, 8, 9, 4]])
     assert index_mod.recall_at_k(truth, got, 3) == pytest.approx(4 / 6)
+
+
+def test_qa_sources_shows_the_index_choice(squad_service):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    squad_service.sync()
+    qa = str(Path(sys.executable).with_name("qa"))
+    out = subprocess.run([qa, "--corpus", str(squad_service.corpus_dir), "--index", str(squad_service.index_dir),
+                          "--model", "hashing-256", "sources"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    choice = squad_service.index().dense_choice
+    assert f"dense index: IVF{choice.nlist},Flat inner product, nprobe {choice.nprobe}" in out.stdout
+    assert "recall@10 vs exact" in out.stdout and "BM25: base of" in out.stdout
