@@ -27,7 +27,7 @@ from __future__ import annotations
 import bisect
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +52,10 @@ class Calibration:
     reader_span_margin: float = -4.0  # below this the reader's span is not marked
     how: str = "default"
     weights_how: str = "default"
+    # weights and threshold chosen for answering *without* the reader (its weights
+    # missing, or --no-reader): scores then lack the reader's terms, so they need
+    # their own threshold
+    without_reader: dict | None = None
 
     @classmethod
     def load(cls, path: Path = CALIBRATION_FILE) -> "Calibration":
@@ -60,8 +64,16 @@ class Calibration:
         except (OSError, ValueError):
             return cls()
         keys = {"threshold", "w_cos", "w_lex", "w_passage", "w_type", "w_reader", "w_reader_top",
-                "reader_span_margin", "how", "weights_how"}
+                "reader_span_margin", "how", "weights_how", "without_reader"}
         return cls(**{k: v for k, v in data.items() if k in keys})
+
+    def for_reader(self, present: bool) -> "Calibration":
+        """The calibration to answer with when the reader is (not) present."""
+        if present or not self.w_reader and not self.w_reader_top:
+            return self
+        keys = {"threshold", "w_cos", "w_lex", "w_passage", "w_type", "how", "weights_how"}
+        own = {k: v for k, v in (self.without_reader or {}).items() if k in keys}
+        return replace(self, w_reader=0.0, w_reader_top=0.0, without_reader=None, **own)
 
 
 @dataclass

@@ -91,6 +91,10 @@ class Verbatim:
             self._query_encoder = enc or self.encoder
         return self._query_encoder
 
+    def answer_calibration(self, reader: bool = True) -> answering.Calibration:
+        """Weights and no-answer threshold in force: the reader's, or the fallback's."""
+        return self.calibration.for_reader(reader and self.reader is not None)
+
     @property
     def reader(self):
         """The extractive reader (qa/models/reader), or None (with a warning) without it."""
@@ -153,11 +157,12 @@ class Verbatim:
         t2 = time.perf_counter()
         read = passages[: cfg.passages]
         reader = self.reader if cfg.reader else None
-        cands = answering.candidates(idx, q, qvec, read, self.calibration, reader)
+        cal = self.answer_calibration(reader is not None)
+        cands = answering.candidates(idx, q, qvec, read, cal, reader)
         sources = {p.doc_id: p.source for p in read}
         quotes = answering.build_quotes(idx, cands, cfg.top, sources)
         t3 = time.perf_counter()
-        no_answer = not quotes or quotes[0].score < self.calibration.threshold
+        no_answer = not quotes or quotes[0].score < cal.threshold
         timings = {
             "encode": (t1 - t0) * 1e3, "retrieve": (t2 - t1) * 1e3,
             "answer": (t3 - t2) * 1e3, "total": (t3 - t0) * 1e3,

@@ -505,20 +505,21 @@ def cmd_eval(args) -> int:
         all_preds += preds
     wall = time.perf_counter() - t0
     using = "no reader" if args.no_reader or service.reader is None else "reader"
-    print(f"{path.name}: {len(questions)} questions, {using}, threshold {service.calibration.threshold:.3f}, "
+    threshold = service.answer_calibration(not args.no_reader).threshold
+    print(f"{path.name}: {len(questions)} questions, {using}, threshold {threshold:.3f}, "
           f"{wall:.1f} s asking" + (f", index built in {build:.1f} s" if build else ""))
     print(table(columns))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(
-            {"file": str(path), "threshold": service.calibration.threshold, "modes": columns,
+            {"file": str(path), "threshold": threshold, "reader": using == "reader", "modes": columns,
              "wall_seconds": wall}, indent=2))
     if args.predictions:
         with open(args.predictions, "w", encoding="utf-8") as fh:
             for p in all_preds:
                 fh.write(json.dumps(asdict(p), ensure_ascii=False) + "\n")
     if args.report:
-        Path(args.report).write_text(html_report(path.name, columns, all_preds,
-                                                 service.calibration.threshold), encoding="utf-8")
+        Path(args.report).write_text(html_report(path.name, columns, all_preds, threshold),
+                                     encoding="utf-8")
     return 0
 
 
@@ -574,12 +575,15 @@ def _cmd_calibrate(args) -> int:
 
     shipped = Verbatim(Path(args.corpus), Path(args.index))
     shipped.ensure_index(log=_log)
-    sets = {"shipped": run_questions(shipped, load_jsonl(SHIPPED_SET), progress=sys.stderr.isatty())}
+    use_reader = not args.no_reader and shipped.reader is not None
+    sets = {"shipped": run_questions(shipped, load_jsonl(SHIPPED_SET), progress=sys.stderr.isatty(),
+                                     reader=use_reader)}
     v2 = Path(args.squad_v2)
     if v2.is_file():
         service, questions, _ = squad_service(v2, log=_log)
         questions = sample(questions, args.limit, args.seed)
-        sets["squad-v2-dev-open"] = run_questions(service, questions, progress=sys.stderr.isatty())
+        sets["squad-v2-dev-open"] = run_questions(service, questions, progress=sys.stderr.isatty(),
+                                                  reader=use_reader)
     else:
         _log(f"{v2} not found: calibrating on the shipped set alone")
     result = calibrate(sets)
@@ -588,8 +592,16 @@ def _cmd_calibrate(args) -> int:
            f"datasets of decision accuracy (unanswerable -> best score below it; answerable -> best "
            f"sentence holds a gold answer and scores at least it); sizes {result['sizes']}; "
            f"accuracy {result['per_dataset_accuracy']}")
-    out = {**asdict(cal), "threshold": result["threshold"], "how": how}
+    if use_reader:
+        old = cal.threshold
+        out = {**asdict(cal), "threshold": result["threshold"], "how": how}
+    else:  # the fallback's own threshold, beside the reader's
+        fallback = cal.for_reader(False)
+        old = fallback.threshold
+        kept = {k: getattr(fallback, k) for k in ("w_cos", "w_lex", "w_passage", "w_type", "weights_how")}
+        out = {**asdict(cal), "without_reader": {**kept, "threshold": result["threshold"],
+                                                 "how": how + " (without the reader)"}}
     CALIBRATION_FILE.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"threshold {result['threshold']:.4f} (was {cal.threshold:.4f})")
+    print(f"threshold {result['threshold']:.4f} (was {old:.4f})" + ("" if use_reader else ", without the reader"))
     print(how)
     return 0

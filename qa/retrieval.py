@@ -96,13 +96,34 @@ def bm25_search(index: Index, question: str, k: int, allowed: np.ndarray | None)
     return index.sparse.search(bm25_tokenize([question])[0], k, allowed)
 
 
-def rrf(rankings: list[list[int]], k: int = 60) -> dict[int, float]:
-    """Reciprocal rank fusion: sum over rankings of 1 / (k + rank), rank from 1."""
+def rrf(rankings: list[list[int]], k: int = 60, scores: list[list[float]] | None = None) -> dict[int, float]:
+    """Reciprocal rank fusion: sum over rankings of 1 / (k + rank), rank from 1.
+
+    With ``scores`` (best first, beside each ranking) equal scores share a rank (the
+    best one), so how a tie happens to be ordered inside an index (which depends on
+    the order documents were added) does not change the fused result.
+    """
     fused: dict[int, float] = {}
-    for ranking in rankings:
-        for rank, cid in enumerate(ranking, start=1):
+    for r, ranking in enumerate(rankings):
+        sc = scores[r] if scores is not None else None
+        rank = 0
+        for i, cid in enumerate(ranking):
+            if sc is None or i == 0 or sc[i] != sc[i - 1]:
+                rank = i + 1
             fused[cid] = fused.get(cid, 0.0) + 1.0 / (k + rank)
     return fused
+
+
+TIE_SLACK = 8  # extra hits fetched so that ties at the cut are kept whole
+
+
+def _cut(ids: list[int], scores: list[float], k: int) -> tuple[list[int], list[float]]:
+    """The first ``k`` hits, plus any after them tied with the k-th score: which of
+    several equal hits an index returns first is not part of the answer."""
+    n = min(k, len(ids))
+    while 0 < n < len(ids) and scores[n] == scores[n - 1]:
+        n += 1
+    return ids[:n], scores[:n]
 
 
 def retrieve(
@@ -120,16 +141,18 @@ def retrieve(
     d_ids, d_scores = ([], [])
     b_ids, b_scores = ([], [])
     if mode in ("hybrid", "dense"):
-        d_ids, d_scores = dense_search(index, qvec, candidates, allowed)
+        d_ids, d_scores = _cut(*dense_search(index, qvec, candidates + TIE_SLACK, allowed), candidates)
     if mode in ("hybrid", "bm25"):
-        b_ids, b_scores = bm25_search(index, question, candidates, allowed)
-    fused = rrf([d_ids, b_ids], rrf_k)
+        b_ids, b_scores = _cut(*bm25_search(index, question, candidates + TIE_SLACK, allowed), candidates)
+    fused = rrf([d_ids, b_ids], rrf_k, [d_scores, b_scores])
     d_rank = {c: i + 1 for i, c in enumerate(d_ids)}
     b_rank = {c: i + 1 for i, c in enumerate(b_ids)}
     d_score = dict(zip(d_ids, d_scores))
     b_score = dict(zip(b_ids, b_scores))
-    best = sorted(fused, key=lambda c: (-fused[c], c))[:top]
-    rows = index.chunks(best)
+    # equal fused scores are ordered by document and position, not by chunk id (ids
+    # depend on the order of updates; a clean build must answer the same)
+    rows = index.chunks(list(fused))
+    best = sorted(rows, key=lambda c: (-fused[c], rows[c][0], rows[c][1]))[:top]
     sources = index.sources(r[0] for r in rows.values())
     out = []
     for cid in best:

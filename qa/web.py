@@ -289,7 +289,7 @@ class WebApp:
         else:
             try:
                 result = self.ask_json(message, 3, sources, date_from, date_to)
-                reply = render_answer(result, self.service.calibration.threshold)
+                reply = render_answer(result, self.service.answer_calibration().threshold)
             except VerbatimError as err:
                 reply = f"<b>{esc(str(err).capitalize())}.</b>"
             except ValueError as err:

@@ -7,13 +7,15 @@ of the gold paragraph that miss the answer, and windows of *another*
 paragraph of the same article (hard negatives), are trained to point there.
 
     python scripts/train_reader.py train --out .cache/reader --examples 48000
+    python scripts/train_reader.py train --out .cache/reader-full --examples 0 --epochs 2   # on a GPU
     python scripts/train_reader.py export --ckpt .cache/reader --dest qa/models/reader
 
 ``train`` is resumable: it checkpoints every ``--save-every`` steps into
 ``--out`` and continues from the last checkpoint when run again with the same
 config (a different config refuses to mix runs). The config, the seed and the
 SHA-256 of the training file are written to ``--out/config.json`` and carried
-into the exported model card. Dev sets are never read here.
+into the exported model card. Dev sets are never read here. It trains on CUDA
+when a GPU is visible (bf16 autocast, fp32 weights), else on the CPU threads.
 """
 
 from __future__ import annotations
@@ -118,7 +120,7 @@ def build_features(args, tok, used: list[str] | None = None) -> list[dict]:
     paras = paragraphs_by_article(Path(args.train))
     feats: list[dict] = []
     for q in qs:
-        if len(feats) >= args.examples:
+        if args.examples and len(feats) >= args.examples:
             break
         if used is not None:
             used.append(q["id"])
@@ -129,7 +131,8 @@ def build_features(args, tok, used: list[str] | None = None) -> list[dict]:
             if others:
                 neg = featurize(tok, q["question"], rng.choice(others), None, args.max_len, args.stride)
                 feats.append(rng.choice(neg))
-    feats = feats[: args.examples]
+    if args.examples:
+        feats = feats[: args.examples]
     rng.shuffle(feats)
     return feats
 
@@ -225,7 +228,9 @@ def train(args) -> None:
     # not part of the config, so a run can be resumed with an earlier finish
     total = min(len(plan), args.stop_at) if args.stop_at else len(plan)
 
-    model = make_model(path)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = make_model(path).to(device)
+    print(f"training on {device}", flush=True)
     no_decay = ("bias", "LayerNorm.weight")
     groups = [
         {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)], "weight_decay": 0.01},
@@ -239,12 +244,12 @@ def train(args) -> None:
     step = 0
     ckpt = out / "last.pt"
     if ckpt.exists():
-        state = torch.load(ckpt, weights_only=False)
+        state = torch.load(ckpt, weights_only=False, map_location=device)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
         step = state["step"]
-        torch.set_rng_state(state["rng"])
+        torch.set_rng_state(state["rng"].cpu())
         print(f"resumed at step {step}/{total}", flush=True)
 
     def save(final: bool = False) -> None:
@@ -259,9 +264,11 @@ def train(args) -> None:
     ce = torch.nn.CrossEntropyLoss()
     t0, seen, losses = time.time(), 0, []
     while step < total:
-        ids, am, tt, st, en = collate(feats, plan[step])
-        s_log, e_log = model(ids, am, tt)
-        loss = (ce(s_log, st) + ce(e_log, en)) / 2
+        ids, am, tt, st, en = (t.to(device) for t in collate(feats, plan[step]))
+        # bf16 autocast on a GPU (fp32 master weights); plain fp32 on the CPU
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            s_log, e_log = model(ids, am, tt)
+        loss = (ce(s_log.float(), st) + ce(e_log.float(), en)) / 2
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -297,7 +304,7 @@ def export(args) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     path = base_model_path()
     model = make_model(path)
-    state = torch.load(ckpt / "last.pt", weights_only=False)
+    state = torch.load(ckpt / "last.pt", weights_only=False, map_location="cpu")
     model.load_state_dict(state["model"])
     model.eval()
     ids = torch.ones((2, 16), dtype=torch.long)
@@ -326,7 +333,7 @@ def main() -> None:
     t = sub.add_parser("train")
     t.add_argument("--train", default=str(DEFAULT_TRAIN))
     t.add_argument("--out", default=str(ROOT / ".cache" / "reader"))
-    t.add_argument("--examples", type=int, default=48000, help="training windows (87,599 questions give ~100k)")
+    t.add_argument("--examples", type=int, default=48000, help="training windows (0: every question; the 87,599 give ~110k)")
     t.add_argument("--neg-rate", type=float, default=0.25, help="share of questions that also get a hard negative")
     t.add_argument("--max-len", type=int, default=192)
     t.add_argument("--stride", type=int, default=64)
@@ -337,6 +344,7 @@ def main() -> None:
     t.add_argument("--seed", type=int, default=13)
     t.add_argument("--stop-at", type=int, default=0, help="finish after this many steps (0: the whole plan)")
     t.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    t.add_argument("--device", default="", help="cpu or cuda (default: cuda when available)")
     t.add_argument("--log-every", type=int, default=20)
     t.add_argument("--save-every", type=int, default=100)
     e = sub.add_parser("export")

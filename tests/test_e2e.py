@@ -145,3 +145,19 @@ def test_damaged_onnx_export_falls_back_to_the_model(real_service, tmp_path):
     assert isinstance(v.query_encoder, SentenceTransformerEncoder)
     res = v.ask("How many North Korean refugees did China forcibly repatriate in October 2023?")
     assert not res.no_answer and res.answers[0].answer == "600"
+
+
+def test_without_the_reader_answers_use_the_fallback_calibration(real_service):
+    from qa.config import AskSettings
+
+    cal = real_service.calibration
+    assert cal.w_reader > 0 and cal.without_reader, "the shipped calibration has both modes"
+    fallback = cal.for_reader(False)
+    assert fallback.w_reader == fallback.w_reader_top == 0
+    assert fallback.threshold == cal.without_reader["threshold"] != cal.threshold
+    assert cal.for_reader(True) is cal
+    off = AskSettings(reader=False)
+    r, _ = real_service.ask_with_passages("Who is the chair of the North Korean Freedom Coalition?", off)
+    assert not r.no_answer and "Suzanne Scholte" in r.answers[0].text
+    r, _ = real_service.ask_with_passages("What is the capital of France?", off)
+    assert r.no_answer

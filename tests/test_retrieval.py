@@ -13,6 +13,13 @@ def test_rrf_sums_reciprocal_ranks():
     assert retrieval.rrf([[], []]) == {}
 
 
+def test_rrf_gives_tied_scores_one_rank_whatever_their_order():
+    a = retrieval.rrf([[1, 2, 3, 4], [5]], k=60, scores=[[0.9, 0.5, 0.5, 0.1], [1.0]])
+    b = retrieval.rrf([[1, 3, 2, 4], [5]], k=60, scores=[[0.9, 0.5, 0.5, 0.1], [1.0]])
+    assert a == b
+    assert a[2] == a[3] == pytest.approx(1 / 62) and a[4] == pytest.approx(1 / 64)
+
+
 def test_dense_search_matches_brute_force(hashing_service):
     hashing_service.sync()
     idx = hashing_service.index()
@@ -68,3 +75,10 @@ def test_bad_dates_get_a_clear_message():
     with pytest.raises(BadQuestion, match="dates must look like"):
         Filter(date_from="last year")
     assert Filter(date_from="2018", date_to="2018-12-31").active
+
+
+def test_a_tie_at_the_candidate_cut_is_kept_whole():
+    assert retrieval._cut([1, 2, 3, 4, 5], [0.9, 0.5, 0.5, 0.5, 0.1], 2) == ([1, 2, 3, 4], [0.9, 0.5, 0.5, 0.5])
+    assert retrieval._cut([1, 2, 3], [0.9, 0.5, 0.4], 2) == ([1, 2], [0.9, 0.5])
+    assert retrieval._cut([1], [0.9], 5) == ([1], [0.9])
+    assert retrieval._cut([], [], 5) == ([], [])
