@@ -288,7 +288,7 @@ def cold_start(work: Path, model: str, repeats: int) -> dict:
 
 def run_size(label: str, n: int, a, base: Path, results: dict) -> None:
     work = base / label
-    row: dict = {"size": label, "target_passages": n}
+    row: dict = {"size": label, "target_passages": n, "date": time.strftime("%Y-%m-%d %H:%M")}
     if label == "1m":
         src = base / "100k"
         if not (src / "index").exists():
@@ -347,7 +347,9 @@ def main() -> None:
     base = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="vb-scale-"))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    results: dict = {}
+    # rows of sizes not run this time are kept from the previous results file
+    previous = out / "scale.json"
+    results: dict = json.loads(previous.read_text())["results"] if previous.exists() else {}
     try:
         for label in a.sizes.split(","):
             shutil.rmtree(base / label, ignore_errors=True)

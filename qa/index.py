@@ -667,9 +667,8 @@ class DenseChoice:
     index (full-precision vectors: 8-bit scalar quantisation was tried and its
     rounding alone kept recall@10 below 0.98 on bag-of-words vectors, even probing
     every list) is trained on the stored vectors, with about 4*sqrt(n) lists; ``nprobe`` is the smallest
-    power of two whose recall@10 against exact search, measured on a sample of
-    stored vectors as queries (each one's own hit excluded), reaches
-    RECALL_TARGET. An IVF index takes additions and removals; it is retrained when
+    power of two whose recall@10 against exact search, measured on 300
+    question-like queries (see ``tune_nprobe``), reaches RECALL_TARGET. An IVF index takes additions and removals; it is retrained when
     the collection has grown 4-fold since training or shrunk below EXACT_MAX / 2.
     """
 
@@ -747,19 +746,30 @@ def _build_dense(db_path: Path, dim: int, choice: DenseChoice):
     return dense, DenseChoice("ivf", choice.nlist, nprobe, len(vecs), round(recall, 4))
 
 
+QUERY_COSINE = 0.6  # how close a tuning query is to the passage it was made from
+
+
 def tune_nprobe(dense, vecs: np.ndarray, ids: np.ndarray, rng, sample: int = 300,
                 k: int = 10) -> tuple[int, float]:
     """Smallest power-of-two nprobe whose recall@k against exact search >= RECALL_TARGET.
 
-    The queries are stored vectors; each query's own passage is left out of both
-    lists, so what is measured is how many of its k true neighbours are found.
+    The queries imitate questions rather than passages: a stored vector plus isotropic
+    noise, normalised so that its cosine to that vector is about QUERY_COSINE (a
+    question sits near, not on, the passage that answers it). Stored vectors used as
+    queries would overstate recall: their neighbours (near-copies, other passages of
+    the same topic) usually share their IVF cell, while a question's spread further.
     """
     import faiss
 
-    q = vecs[rng.choice(len(vecs), size=min(sample, len(vecs)), replace=False)]
-    exact = faiss.IndexFlatIP(vecs.shape[1])
+    base = vecs[rng.choice(len(vecs), size=min(sample, len(vecs)), replace=False)]
+    d = vecs.shape[1]
+    sigma = np.sqrt((1.0 / QUERY_COSINE**2 - 1.0) / d)
+    q = base + rng.normal(0.0, sigma, base.shape).astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    q = np.ascontiguousarray(q, dtype=np.float32)
+    exact = faiss.IndexFlatIP(d)
     exact.add(vecs)
-    _, rows = exact.search(q, k + 1)
+    _, rows = exact.search(q, k)
     truth = ids[rows]
     ivf = faiss.extract_index_ivf(dense)
     best = (ivf.nlist, 1.0)
@@ -767,8 +777,8 @@ def tune_nprobe(dense, vecs: np.ndarray, ids: np.ndarray, rng, sample: int = 300
         if nprobe >= ivf.nlist:
             break
         ivf.nprobe = nprobe
-        _, got = dense.search(q, k + 1)
-        recall = recall_at_k(truth[:, 1:], got, k)
+        _, got = dense.search(q, k)
+        recall = recall_at_k(truth, got, k)
         if recall >= RECALL_TARGET:
             best = (nprobe, recall)
             break
