@@ -57,8 +57,6 @@ class Verbatim:
         self._index: index_mod.Index | None = None
         self._encoder: Encoder | None = None
         self._query_encoder: Encoder | None = None
-        self._reader = None
-        self._reader_loaded = False
         self._lock = threading.Lock()
 
     # -- resources
@@ -97,13 +95,11 @@ class Verbatim:
 
     @property
     def reader(self):
-        """The extractive reader (qa/models/reader), or None (with a warning) without it."""
-        if not self._reader_loaded:
-            from .reader import load_reader
+        """The extractive reader (qa/models/reader), or None (with a warning) without it;
+        loaded once per process."""
+        from .reader import load_reader
 
-            self._reader = load_reader()
-            self._reader_loaded = True
-        return self._reader
+        return load_reader()
 
     def index(self) -> index_mod.Index:
         """The live index generation; reloaded when a newer one has been published."""

@@ -16,12 +16,12 @@ sentence-transformers costs several seconds; ONNX Runtime well under one.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import re
 import threading
+import warnings
 from pathlib import Path
 from typing import Protocol, Sequence
 
@@ -99,7 +99,7 @@ class SentenceTransformerEncoder:
 
         ids = torch.ones((2, 8), dtype=torch.long)
         names = ["input_ids", "attention_mask", "token_type_ids"]
-        with self._lock, torch.no_grad(), _quiet_warnings():
+        with self._lock, torch.no_grad(), warnings.catch_warnings(action="ignore"):
             torch.onnx.export(
                 Body(auto).eval(), (ids, torch.ones_like(ids), torch.zeros_like(ids)),
                 str(dest / "model.onnx"), input_names=names, output_names=["hidden"],
@@ -113,20 +113,19 @@ class SentenceTransformerEncoder:
         }))
 
 
-@contextlib.contextmanager
-def _quiet_warnings():
-    import warnings
+def ort_session(model: Path):
+    """An ONNX Runtime CPU session for ``model``, without its console chatter."""
+    import onnxruntime as ort
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
 
 
 class OnnxEncoder:
     """A mean-pooled, normalised transformer run by ONNX Runtime (no torch import)."""
 
     def __init__(self, folder: Path, batch_size: int = 64):
-        import onnxruntime as ort
         from tokenizers import Tokenizer
 
         cfg = json.loads((folder / "encoder.json").read_text())
@@ -136,10 +135,7 @@ class OnnxEncoder:
         self._tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self._tok.enable_truncation(int(cfg["max_seq_length"]))
         self._tok.enable_padding()
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        self._sess = ort.InferenceSession(str(folder / "model.onnx"), opts,
-                                          providers=["CPUExecutionProvider"])
+        self._sess = ort_session(folder / "model.onnx")
 
     def _encode(self, texts: Sequence[str]) -> np.ndarray:
         out = [np.zeros((0, self.dim), dtype=np.float32)]

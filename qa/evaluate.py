@@ -495,23 +495,24 @@ def cmd_eval(args) -> int:
     if bad:
         raise VerbatimError(f"unknown retrieval mode {bad[0]!r}: use bm25, dense or hybrid")
     service.query_encoder  # load before timing
+    use_reader = not args.no_reader and service.reader is not None
     columns: dict[str, dict] = {}
     all_preds: list[Prediction] = []
     t0 = time.perf_counter()
     for mode in modes:
         preds = run_questions(service, questions, mode, progress=sys.stderr.isatty(),
-                              reader=not args.no_reader)
+                              reader=use_reader)
         columns[mode] = metrics(preds, build)
         all_preds += preds
     wall = time.perf_counter() - t0
-    using = "no reader" if args.no_reader or service.reader is None else "reader"
-    threshold = service.answer_calibration(not args.no_reader).threshold
-    print(f"{path.name}: {len(questions)} questions, {using}, threshold {threshold:.3f}, "
+    threshold = service.answer_calibration(use_reader).threshold
+    print(f"{path.name}: {len(questions)} questions, {'reader' if use_reader else 'no reader'}, "
+          f"threshold {threshold:.3f}, "
           f"{wall:.1f} s asking" + (f", index built in {build:.1f} s" if build else ""))
     print(table(columns))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(
-            {"file": str(path), "threshold": threshold, "reader": using == "reader", "modes": columns,
+            {"file": str(path), "threshold": threshold, "reader": use_reader, "modes": columns,
              "wall_seconds": wall}, indent=2))
     if args.predictions:
         with open(args.predictions, "w", encoding="utf-8") as fh:

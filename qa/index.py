@@ -194,19 +194,6 @@ class Index:
     def dense_choice(self) -> "DenseChoice":
         return DenseChoice.from_manifest(self.manifest)
 
-    def chunk_vectors(self, chunk_ids: np.ndarray) -> np.ndarray:
-        """Stored (fp16) vectors of ``chunk_ids``, in that order, as float32."""
-        dim = int(self.manifest["dim"])
-        out = np.zeros((len(chunk_ids), dim), dtype=np.float32)
-        pos = {int(c): i for i, c in enumerate(chunk_ids)}
-        ids = list(pos)
-        for b in range(0, len(ids), 900):
-            part = ids[b : b + 900]
-            q = ",".join("?" * len(part))
-            for cid, emb in self.db().execute(f"SELECT id, emb FROM chunks WHERE id IN ({q})", part):
-                out[pos[cid]] = np.frombuffer(emb, dtype=np.float16, count=dim)
-        return out
-
     @property
     def settings(self) -> IndexSettings:
         return IndexSettings(**self.manifest["settings"])
@@ -275,7 +262,7 @@ class Index:
     @property
     def term_idf(self) -> tuple[dict[str, float], float]:
         """BM25 idf of every (stemmed) term, and the idf of a term the corpus lacks."""
-        return self.sparse.idf_table()
+        return self.sparse.idf_table
 
     def chunks(self, chunk_ids: list[int]) -> dict[int, tuple]:
         if not chunk_ids:

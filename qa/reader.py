@@ -51,13 +51,14 @@ class Reading:
 
     def __init__(self, windows: list[_Window]):
         self.windows = windows
+        self._by_doc: dict[str, list[_Window]] = {}
+        for w in windows:
+            self._by_doc.setdefault(w.doc_id, []).append(w)
 
     def best_in(self, doc_id: str, a: int, b: int) -> Span | None:
         """Best span inside document characters [a, b) over all windows that cover it."""
         best: Span | None = None
-        for w in self.windows:
-            if w.doc_id != doc_id:
-                continue
+        for w in self._by_doc.get(doc_id, ()):
             s_doc = w.offs[:, 0] + w.doc_start
             e_doc = w.offs[:, 1] + w.doc_start
             inside = np.nonzero((s_doc >= a) & (e_doc <= b) & (e_doc > s_doc))[0]
@@ -81,8 +82,9 @@ class Reading:
 
 class Reader:
     def __init__(self, folder: Path = MODEL_DIR):
-        import onnxruntime as ort
         from tokenizers import Tokenizer
+
+        from .embeddings import ort_session
 
         cfg = json.loads((folder / "config.json").read_text())
         self.config = cfg
@@ -91,10 +93,7 @@ class Reader:
         self._tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self._tok.no_padding()
         self._tok.enable_truncation(self.max_len, stride=self.stride, strategy="only_second")
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        self._sess = ort.InferenceSession(str(folder / "reader.int8.onnx"), opts,
-                                          providers=["CPUExecutionProvider"])
+        self._sess = ort_session(folder / "reader.int8.onnx")
         self._lock = threading.Lock()
 
     def read(self, question: str, passages: list[tuple[str, int, str]]) -> Reading:

@@ -72,16 +72,14 @@ def dense_search(index: Index, qvec: np.ndarray, k: int, allowed: np.ndarray | N
         if allowed.size == 0:
             return [], []
         k = min(k, int(allowed.size))
-        if ivf and allowed.size <= EXACT_FILTERED_MAX:
-            # an IVF index only scans nprobe lists, which may hold none of a few
-            # selected documents: score their stored vectors exactly instead
-            scores = index.chunk_vectors(allowed) @ qvec.astype(np.float32)
-            order = np.argsort(-scores, kind="stable")[:k]
-            return allowed[order].tolist(), scores[order].tolist()
         sel = faiss.IDSelectorBatch(allowed)
         if ivf:
-            params = faiss.SearchParametersIVF(sel=sel, nprobe=min(4 * index.dense_choice.nprobe,
-                                                                   index.dense_choice.nlist))
+            # the nprobe lists nearest the question may hold none of a few selected
+            # documents: a narrow filter scans every list (exact; the selector skips
+            # the other vectors before any distance is computed)
+            choice = index.dense_choice
+            nprobe = choice.nlist if allowed.size <= EXACT_FILTERED_MAX else 4 * choice.nprobe
+            params = faiss.SearchParametersIVF(sel=sel, nprobe=min(nprobe, choice.nlist))
         else:
             params = faiss.SearchParameters(sel=sel)
     k = min(k, n)
@@ -105,13 +103,20 @@ def rrf(rankings: list[list[int]], k: int = 60, scores: list[list[float]] | None
     """
     fused: dict[int, float] = {}
     for r, ranking in enumerate(rankings):
-        sc = scores[r] if scores is not None else None
-        rank = 0
-        for i, cid in enumerate(ranking):
-            if sc is None or i == 0 or sc[i] != sc[i - 1]:
-                rank = i + 1
+        for cid, rank in ranks(ranking, scores[r] if scores is not None else None).items():
             fused[cid] = fused.get(cid, 0.0) + 1.0 / (k + rank)
     return fused
+
+
+def ranks(ids: list[int], scores: list[float] | None = None) -> dict[int, int]:
+    """Rank (from 1) of each hit of a best-first list; tied scores share the best rank."""
+    out: dict[int, int] = {}
+    rank = 0
+    for i, cid in enumerate(ids):
+        if scores is None or i == 0 or scores[i] != scores[i - 1]:
+            rank = i + 1
+        out[cid] = rank
+    return out
 
 
 TIE_SLACK = 8  # extra hits fetched so that ties at the cut are kept whole
@@ -145,8 +150,7 @@ def retrieve(
     if mode in ("hybrid", "bm25"):
         b_ids, b_scores = _cut(*bm25_search(index, question, candidates + TIE_SLACK, allowed), candidates)
     fused = rrf([d_ids, b_ids], rrf_k, [d_scores, b_scores])
-    d_rank = {c: i + 1 for i, c in enumerate(d_ids)}
-    b_rank = {c: i + 1 for i, c in enumerate(b_ids)}
+    d_rank, b_rank = ranks(d_ids, d_scores), ranks(b_ids, b_scores)
     d_score = dict(zip(d_ids, d_scores))
     b_score = dict(zip(b_ids, b_scores))
     # equal fused scores are ordered by document and position, not by chunk id (ids

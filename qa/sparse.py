@@ -26,7 +26,7 @@ import json
 import math
 import os
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +62,6 @@ class Sparse:
     delta_ids: np.ndarray
     delta_tokens: list[list[str]]
     deleted: np.ndarray  # chunk ids of base passages no longer live
-    _cache: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def load(cls, gen: Path) -> "Sparse":
@@ -128,14 +127,13 @@ class Sparse:
         n = max(self.size, 1)
         return math.log(1.0 + (n - df + 0.5) / (df + 0.5))
 
+    @functools.cached_property
     def idf_table(self) -> tuple[dict[str, float], float]:
         """idf of every known term, and the idf of a term the corpus lacks."""
-        if "idf" not in self._cache:
-            terms = set(self._postings[0])
-            if self.base is not None:
-                terms |= {t for t, i in self.base.vocab_dict.items() if i < self._base_df.size}
-            self._cache["idf"] = ({t: self.idf(self.df(t)) for t in terms}, self.idf(0))
-        return self._cache["idf"]
+        terms = set(self._postings[0])
+        if self.base is not None:
+            terms |= {t for t, i in self.base.vocab_dict.items() if i < self._base_df.size}
+        return {t: self.idf(self.df(t)) for t in terms}, self.idf(0)
 
     # -- search
 
@@ -169,6 +167,7 @@ class Sparse:
 
     def _delta_scores(self, tokens: list[str]) -> np.ndarray:
         post, lens = self._postings
+        idf = self.idf_table[0]
         out = np.zeros(self.delta_ids.size, dtype=np.float32)
         norm = K1 * (1 - B + B * lens / max(self.base_avgdl, 1e-9))
         for t in set(tokens):
@@ -176,7 +175,7 @@ class Sparse:
             if hit is None:
                 continue
             rows, tf = hit
-            out[rows] += self.idf(self.df(t)) * tf / (norm[rows] + tf)
+            out[rows] += idf[t] * tf / (norm[rows] + tf)
         return out
 
 

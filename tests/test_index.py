@@ -257,6 +257,8 @@ def test_bm25_delta_tracks_adds_and_deletes_like_a_rebuild(hashing_service, corp
     hashing_service.sync()
     base = hashing_service.index().manifest["bm25"]
     assert base["delta"] == 0 and base["deleted"] == 0
+    base_file = hashing_service.index().gen_dir / "bm25_ids.npy"
+    inode = base_file.stat().st_ino
     (corpus_copy / "000_913f2efb5995b750.txt").unlink()
     (corpus_copy / "quokka.txt").write_text(
         "The quokka lives on Rottnest Island. Tumen River crossings were watched by quokkas.\n")
@@ -266,8 +268,9 @@ def test_bm25_delta_tracks_adds_and_deletes_like_a_rebuild(hashing_service, corp
     assert info["base"] == base["base"] and info["delta"] >= 1 and info["deleted"] >= 1
     ids = {r[0] for r in idx.db().execute("SELECT id FROM chunks")}
     assert idx.sparse.live_ids() == ids
-    # the base files are shared with the previous generation, not copied
-    assert (idx.gen_dir / "bm25_ids.npy").stat().st_nlink >= 1
+    # the base files are hard links to the previous generation's (the same inode), not copies
+    assert idx.gen_dir != base_file.parent
+    assert (idx.gen_dir / "bm25_ids.npy").stat().st_ino == inode
     for q in ("quokka Rottnest", "Tumen River crossings", "forcibly repatriated 600 refugees October"):
         got, _ = retrieval.bm25_search(idx, q, 10, None)
         assert got[:3] == _bm25_exact(hashing_service, q)[:3], q
