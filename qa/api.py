@@ -114,10 +114,11 @@ class Verbatim:
             return self._index
 
     def sync(self, progress: bool = False, log=None, wait: bool = True,
-             rehash: bool = False) -> index_mod.SyncReport:
+             rehash: bool = False, only=None) -> index_mod.SyncReport:
+        """Update the index; ``only``: the files known to have changed (None: scan all)."""
         report = index_mod.sync(
             self.corpus_dir, self.index_dir, self.settings, self.encoder,
-            root=self.root, progress=progress, log=log, wait=wait, rehash=rehash,
+            root=self.root, progress=progress, log=log, wait=wait, rehash=rehash, only=only,
         )
         ensure_onnx_export(self.encoder, self.onnx_dir)
         return report

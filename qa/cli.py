@@ -28,7 +28,8 @@ def _service(args):
 
 def cmd_index(args) -> int:
     v = _service(args)
-    report = v.sync(progress=sys.stderr.isatty(), log=_err, wait=not args.no_wait, rehash=args.rehash)
+    report = v.sync(progress=sys.stderr.isatty(), log=_err, wait=not args.no_wait, rehash=args.rehash,
+                    only=[Path(f) for f in args.files] or None)
     for w in report.warnings:
         _err(f"warning: {w}")
     if args.json:
@@ -155,7 +156,7 @@ def cmd_remove(args) -> int:
     moved = remove_files(v.corpus_dir, sorted(files))
     for m in moved:
         print(f"moved {m.name} to {v.corpus_dir.name}/{REMOVED_DIR}/ (recoverable)")
-    report = v.sync(log=_err)
+    report = v.sync(log=_err, only=sorted(files))
     print(f"index: {report.summary()}")
     return 0
 
@@ -165,9 +166,9 @@ def cmd_watch(args) -> int:
 
     v = _service(args)
 
-    def update():
+    def update(paths=None):
         try:
-            r = v.sync(log=_err)
+            r = v.sync(log=_err, only=paths)
         except Exception as err:  # keep watching whatever one update did
             _err(f"update failed: {err}")
             return
@@ -194,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-wait", action="store_true", help="fail instead of waiting for another writer")
     s.add_argument("--rehash", action="store_true",
                    help="read and hash every file, even those whose size and time are unchanged")
+    s.add_argument("files", nargs="*", metavar="FILE",
+                   help="only look at these files (added, edited or deleted); default: scan the corpus")
     s.set_defaults(func=cmd_index)
 
     s = sub.add_parser("ask", help="ask a question")

@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
+from typing import Iterable
 
 from .errors import BadDocument
 from .types import Document, Metadata, Span
@@ -406,8 +407,12 @@ def list_sources(corpus_dir: Path) -> tuple[list[Path], list[Skipped]]:
     return [Path(f) for f in files], skipped
 
 
-def list_source_paths(corpus_dir: Path) -> tuple[list[str], list[Skipped]]:
-    """``list_sources`` with absolute path strings (cheaper for 100k files)."""
+def list_source_paths(corpus_dir: Path, sidecars: set[str] | None = None) -> tuple[list[str], list[Skipped]]:
+    """``list_sources`` with absolute path strings (cheaper for 100k files).
+
+    The paths of the sidecars seen are added to ``sidecars`` when given (so a caller
+    need not stat a missing sidecar per file).
+    """
     files: list[str] = []
     skipped: list[Skipped] = []
     if not corpus_dir.is_dir():
@@ -428,20 +433,65 @@ def list_source_paths(corpus_dir: Path) -> tuple[list[str], list[Skipped]]:
             if entry.is_dir(follow_symlinks=False):
                 subdirs.append(entry.path)
                 continue
-            if name.endswith(SIDECAR_SUFFIX) or name.lower() == "readme.md":
+            if name.endswith(SIDECAR_SUFFIX):
+                if sidecars is not None:
+                    sidecars.add(entry.path)
                 continue
-            full = entry.path
-            if entry.is_symlink():
-                target = os.path.realpath(full)
-                if not target.startswith(top + os.sep) or not os.path.isfile(target):
-                    skipped.append(Skipped(full, "symbolic link pointing outside the corpus; skipped"))
-                    continue
-            elif not entry.is_file(follow_symlinks=False):
-                continue
-            suffix = os.path.splitext(name)[1].lower()
-            if suffix in SUPPORTED_SUFFIXES:
-                files.append(full)
-            else:
-                skipped.append(Skipped(full, f"unsupported file type '{suffix or name}'; skipped"))
+            kind = _file_kind(entry.path, name, top, entry.is_symlink(), entry.is_file(follow_symlinks=False))
+            if kind is True:
+                files.append(entry.path)
+            elif kind:
+                skipped.append(kind)
         stack.extend(reversed(subdirs))
     return files, skipped
+
+
+def _file_kind(full: str, name: str, top: str, is_symlink: bool, is_file: bool) -> "bool | Skipped":
+    """True: a document to index; False: not one, silently; a Skipped: not one, reported."""
+    if name.startswith(".") or name.endswith(SIDECAR_SUFFIX) or name.lower() == "readme.md":
+        return False
+    if is_symlink:
+        target = os.path.realpath(full)
+        if not target.startswith(top + os.sep) or not os.path.isfile(target):
+            return Skipped(full, "symbolic link pointing outside the corpus; skipped")
+    elif not is_file:
+        return False
+    suffix = os.path.splitext(name)[1].lower()
+    if suffix in SUPPORTED_SUFFIXES:
+        return True
+    return Skipped(full, f"unsupported file type '{suffix or name}'; skipped")
+
+
+def source_paths_among(corpus_dir: Path, paths: Iterable[Path | str]
+                       ) -> tuple[list[str], list[Skipped], set[str]] | None:
+    """``list_source_paths`` restricted to ``paths`` (files said to have changed).
+
+    Returns (documents that exist, skipped, every absolute file path the hints cover,
+    existing or not); a sidecar stands for its document. None when a hint is not a
+    plain file path inside the corpus (a folder, say): the caller then scans everything.
+    """
+    top = _resolved(corpus_dir)
+    files: list[str] = []
+    skipped: list[Skipped] = []
+    covered: set[str] = set()
+    for p in paths:
+        full = os.path.abspath(p)  # the folder resolved, not a symlinked file itself
+        full = os.path.join(os.path.realpath(os.path.dirname(full)), os.path.basename(full))
+        if full.endswith(SIDECAR_SUFFIX):
+            full = full[: -len(SIDECAR_SUFFIX)]
+        if not full.startswith(top + os.sep) or os.path.isdir(full):
+            return None
+        if full in covered:
+            continue
+        covered.add(full)
+        rel_parts = full[len(top) + 1:].split(os.sep)
+        if any(part.startswith(".") for part in rel_parts):
+            continue  # hidden, as in a full scan
+        if not os.path.lexists(full):
+            continue  # deleted: its index rows go
+        kind = _file_kind(full, rel_parts[-1], top, os.path.islink(full), os.path.isfile(full))
+        if kind is True:
+            files.append(full)
+        elif kind:
+            skipped.append(kind)
+    return files, skipped, covered

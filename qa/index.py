@@ -5,8 +5,12 @@ Layout of an index folder::
     embeddings/
       CURRENT            name of the live generation, replaced atomically
       .lock              held (flock) by the one process writing
+      content-000002.sqlite
+                         documents, sentences (+ vectors), chunks: rows keyed by
+                         content (doc ids are content hashes, chunk ids never reused),
+                         shared by the generations (WAL, so readers never wait)
       gen-000007/
-        store.sqlite     documents, paths (with metadata), sentences (+ vectors), chunks
+        store.sqlite     paths (with metadata): which documents this generation holds
         dense.faiss      passage vectors, inner product; ids are chunk ids. Exact
                          (IndexIDMap2(IndexFlatIP)) up to EXACT_MAX passages, IVF
                          above, its nprobe tuned at build time (see DenseChoice)
@@ -14,10 +18,16 @@ Layout of an index folder::
                          BM25: a bm25s base segment plus a delta (see sparse.py)
         manifest.json    settings, model, library versions, counts
 
-A sync never touches the live generation: it copies what is unchanged into a
-new generation, applies the change there, writes everything, then switches
-CURRENT with ``os.replace``. A crash at any point leaves the previous
-generation live; leftovers are removed by the next sync.
+A sync never changes what the live generation sees. It copies the small paths
+store into a new generation and applies the change there; new documents' rows
+are *added* to the shared content store (invisible to the live generation,
+whose paths, FAISS and BM25 never name them); it writes the dense and sparse
+indexes, then switches CURRENT with ``os.replace``. Rows of documents that left
+the index stay until the next sync (a reader still answering from the previous
+generation can finish), which deletes every content row the live generation
+does not hold. A crash at any point leaves the previous generation live;
+leftovers are removed by the next sync. A rebuild (new model or settings)
+writes a new content store.
 """
 
 from __future__ import annotations
@@ -43,14 +53,17 @@ from .embeddings import Encoder
 from .errors import BadDocument, IndexBusy, IndexMissing
 from .types import Document, Metadata, Sentence, Source
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 _SCHEMA = """
+CREATE TABLE paths (
+  path TEXT PRIMARY KEY, doc_id TEXT NOT NULL,
+  title TEXT, publisher TEXT, date TEXT, url TEXT, authors TEXT, furniture TEXT, stamp TEXT
+);
+CREATE INDEX paths_doc ON paths(doc_id);
+"""
+_CONTENT_SCHEMA = """
 CREATE TABLE documents (
   doc_id TEXT PRIMARY KEY, text TEXT NOT NULL, n_sentences INTEGER, n_chunks INTEGER, pages TEXT
-);
-CREATE TABLE paths (
-  path TEXT PRIMARY KEY, doc_id TEXT NOT NULL REFERENCES documents(doc_id),
-  title TEXT, publisher TEXT, date TEXT, url TEXT, authors TEXT, furniture TEXT, stamp TEXT
 );
 CREATE TABLE sentences (
   id INTEGER PRIMARY KEY AUTOINCREMENT, doc_id TEXT NOT NULL, idx INTEGER NOT NULL,
@@ -63,9 +76,22 @@ CREATE TABLE chunks (
   emb BLOB NOT NULL
 );
 CREATE INDEX chunks_doc ON chunks(doc_id);
-CREATE INDEX paths_doc ON paths(doc_id);
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
 """
+
+
+def connect(gen_dir: Path, content: Path, readonly: bool = True) -> sqlite3.Connection:
+    """A connection to a generation's paths store with the content store attached.
+
+    The two hold different tables, so queries name them unqualified and join across.
+    """
+    ro = "?mode=ro" if readonly else ""
+    conn = sqlite3.connect(f"file:{gen_dir / 'store.sqlite'}{ro}", uri=True, check_same_thread=False)
+    conn.execute("ATTACH DATABASE ? AS content", (f"file:{content}{ro}",))
+    return conn
+
+
+def content_path(index_dir: Path, manifest: dict) -> Path:
+    return index_dir / manifest["content"]
 
 Progress = Callable[[str], None]
 
@@ -201,8 +227,7 @@ class Index:
     def db(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            uri = f"file:{self.gen_dir / 'store.sqlite'}?mode=ro"
-            conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            conn = connect(self.gen_dir, content_path(self.gen_dir.parent, self.manifest))
             self._local.conn = conn
         return conn
 
@@ -264,6 +289,11 @@ class Index:
         """BM25 idf of every (stemmed) term, and the idf of a term the corpus lacks."""
         return self.sparse.idf_table
 
+    def chunk_ids(self) -> list[int]:
+        """Ids of the passages this generation holds, ascending."""
+        return [r[0] for r in self.db().execute(
+            "SELECT id FROM chunks WHERE doc_id IN (SELECT doc_id FROM paths) ORDER BY id")]
+
     def chunks(self, chunk_ids: list[int]) -> dict[int, tuple]:
         if not chunk_ids:
             return {}
@@ -295,7 +325,8 @@ class Index:
 
     def documents(self) -> list[dict]:
         rows = self.db().execute(
-            "SELECT d.doc_id, d.n_chunks, d.n_sentences, length(d.text) FROM documents d"
+            "SELECT d.doc_id, d.n_chunks, d.n_sentences, length(d.text) FROM documents d "
+            "WHERE d.doc_id IN (SELECT doc_id FROM paths)"  # the content store is shared
         ).fetchall()
         srcs = self.sources([r[0] for r in rows])
         out = []
@@ -377,12 +408,35 @@ def _new_gen_name(index_dir: Path) -> str:
     return f"gen-{max(nums, default=0) + 1:06d}"
 
 
-def _remove_stale_generations(index_dir: Path, keep: set[str]) -> None:
+def _new_content_name(index_dir: Path) -> str:
+    nums = [int(p.name[8:14]) for p in index_dir.glob("content-*.sqlite") if p.name[8:14].isdigit()]
+    return f"content-{max(nums, default=0) + 1:06d}.sqlite"
+
+
+def _remove_stale(index_dir: Path, keep: Path | None) -> None:
+    """Remove every generation but ``keep``, and every content store it does not use."""
     for p in index_dir.glob("gen-*"):
-        if p.name not in keep:
+        if keep is None or p.name != keep.name:
             shutil.rmtree(p, ignore_errors=True)
     for p in index_dir.glob("CURRENT.*"):
         p.unlink(missing_ok=True)
+    used = json.loads((keep / "manifest.json").read_text()).get("content") if keep else None
+    for p in index_dir.glob("content-*.sqlite*"):  # with its -wal and -shm
+        if used is None or not p.name.startswith(used):
+            p.unlink(missing_ok=True)
+
+
+def _create_content(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode=WAL")  # readers of the live generation never wait
+    conn.executescript(_CONTENT_SCHEMA)
+    conn.close()
+
+
+def _delete_documents(conn: sqlite3.Connection, doc_ids: Iterable[str]) -> None:
+    ids = [(d,) for d in doc_ids]
+    for table in ("chunks", "sentences", "documents"):
+        conn.executemany(f"DELETE FROM {table} WHERE doc_id=?", ids)
 
 
 @dataclass
@@ -398,7 +452,7 @@ class Entry:
 _RACY_NS = 2_000_000_000
 
 
-def _stamp(f: str) -> str:
+def _stamp(f: str, sidecar: bool = True) -> str:
     """Size and mtime of a file and its sidecar; "" (never trusted) if modified just now.
 
     File times are coarse on many systems, so a same-size rewrite within the same tick
@@ -407,7 +461,7 @@ def _stamp(f: str) -> str:
     """
     st = os.stat(f)
     try:
-        ss = os.stat(f"{f}{corpus.SIDECAR_SUFFIX}")
+        ss = os.stat(f"{f}{corpus.SIDECAR_SUFFIX}") if sidecar else None
     except FileNotFoundError:
         ss = None
     newest = max(st.st_mtime_ns, ss.st_mtime_ns if ss else 0)
@@ -417,25 +471,41 @@ def _stamp(f: str) -> str:
 
 
 def scan_corpus(corpus_dir: Path, root: Path, report: SyncReport,
-                known: dict[str, tuple] | None = None) -> dict[str, Entry]:
+                known: dict[str, tuple] | None = None,
+                only: Iterable[Path | str] | None = None) -> dict[str, Entry]:
     """Every document under ``corpus_dir``: path -> Entry. Bad files are reported.
 
     ``known`` maps indexed paths to (doc_id, meta, stamp). A file whose size and mtime
     (and its sidecar's) equal the stamp recorded when it was last read keeps its
     recorded content hash and metadata without being read again (as git and rsync do);
     any other file is read, hashed and parsed.
+
+    ``only`` names the files that changed (an upload, a watcher's events): only those
+    are looked at, and every other indexed path is carried over as it is. A hint that
+    is not a plain file inside the corpus falls back to the full scan.
     """
-    files, skipped = corpus.list_source_paths(corpus_dir)
-    report.skipped.extend(f"{s.path}: {s.reason}" for s in skipped)
     known = known or {}
+    resolved_root = str(root.resolve())
+    entries: dict[str, Entry] = {}
+    hinted = corpus.source_paths_among(corpus_dir, only) if only is not None else None
+    if hinted is None:
+        sidecars: set[str] = set()
+        files, skipped = corpus.list_source_paths(corpus_dir, sidecars)
+    else:
+        files, skipped, covered = hinted
+        sidecars = {f + corpus.SIDECAR_SUFFIX for f in files
+                    if os.path.exists(f + corpus.SIDECAR_SUFFIX)}
+        looked_at = {corpus.display_path(f, root, resolved_root) for f in covered}
+        for path, (doc_id, meta, stamp) in known.items():
+            if path.split("#", 1)[0] not in looked_at:
+                entries[path] = Entry(doc_id, meta, stamp, None)
+    report.skipped.extend(f"{s.path}: {s.reason}" for s in skipped)
     by_file: dict[str, list[str]] = {}
     for path in known:
         by_file.setdefault(path.split("#", 1)[0], []).append(path)
-    entries: dict[str, Entry] = {}
-    resolved_root = str(root.resolve())
     for f in files:
         try:
-            stamp = _stamp(f)
+            stamp = _stamp(f, f"{f}{corpus.SIDECAR_SUFFIX}" in sidecars)
         except OSError:
             continue  # vanished while scanning: treated as deleted, picked up next time
         rel = corpus.display_path(f, root, resolved_root)
@@ -465,8 +535,12 @@ def sync(
     log: Progress | None = None,
     wait: bool = True,
     rehash: bool = False,
+    only: Iterable[Path | str] | None = None,
 ) -> SyncReport:
-    """Bring the index in ``index_dir`` in line with ``corpus_dir``; return what changed."""
+    """Bring the index in ``index_dir`` in line with ``corpus_dir``; return what changed.
+
+    With ``only``, just those files are looked at (see ``scan_corpus``).
+    """
     import faiss
 
     t0 = time.perf_counter()
@@ -476,7 +550,7 @@ def sync(
     index_dir.mkdir(parents=True, exist_ok=True)
     with WriteLock(index_dir, wait=wait, on_wait=log):
         live = current_generation(index_dir)
-        _remove_stale_generations(index_dir, keep={live.name} if live else set())
+        _remove_stale(index_dir, keep=live)
         old_manifest = json.loads((live / "manifest.json").read_text()) if live else None
         if old_manifest is not None:
             reason = _rebuild_reason(old_manifest, settings, encoder)
@@ -486,20 +560,23 @@ def sync(
                 live = None
 
         known: dict[str, tuple] = {}
-        old_docs: set[str] = set()
         if live is not None:
             src = sqlite3.connect(f"file:{live / 'store.sqlite'}?mode=ro", uri=True)
             for r in src.execute("SELECT path, doc_id, title, publisher, date, url, authors, furniture, "
                                  "stamp FROM paths"):
                 known[r[0]] = (r[1], tuple(r[2:8]), "" if rehash else (r[8] or ""))
-            old_docs = {r[0] for r in src.execute("SELECT doc_id FROM documents")}
             src.close()
-        docs = scan_corpus(corpus_dir, root, report, known)
+        old_docs = {k[0] for k in known.values()}  # the documents the live generation holds
+        docs = scan_corpus(corpus_dir, root, report, known, None if live is None or rehash else only)
         for msg in report.skipped:
             log(f"skipped {msg}")
 
+        # the paths whose row differs from the live generation's (re-read or re-stamped);
+        # every other path is unchanged, and the work below is proportional to these
+        differs = sorted(p for p, e in docs.items()
+                         if e.doc is not None or known.get(p) != (e.doc_id, e.meta, e.stamp))
         want_docs: dict[str, Document] = {}
-        for path in sorted(docs):
+        for path in differs:
             if docs[path].doc is not None:
                 want_docs.setdefault(docs[path].doc_id, docs[path].doc)
         wanted_ids = {e.doc_id for e in docs.values()}
@@ -507,12 +584,15 @@ def sync(
         to_add = [want_docs[d] for d in sorted(wanted_ids - old_docs)]
 
         # classify path-level changes for the report
-        for path, e in sorted(docs.items()):
-            old = known.get(path)
+        vanished: dict[str, str] = {}  # doc id -> first path of it that is gone
+        for p in sorted(p for p in known if p not in docs):
+            vanished.setdefault(known[p][0], p)
+        report.unchanged = len(docs) - len(differs)
+        for path in differs:
+            e, old = docs[path], known.get(path)
             if old is None:
-                moved_from = [p for p, k in known.items() if k[0] == e.doc_id and p not in docs]
-                if moved_from and e.doc_id in old_docs:
-                    report.renamed.append((moved_from[0], path))
+                if e.doc_id in vanished and e.doc_id in old_docs:
+                    report.renamed.append((vanished[e.doc_id], path))
                 else:
                     report.added.append(path)
             elif old[0] != e.doc_id:
@@ -523,59 +603,76 @@ def sync(
                 report.unchanged += 1
         renamed_from = {a for a, _ in report.renamed}
         report.removed = sorted(p for p in known if p not in docs and p not in renamed_from)
-        stamps_changed = any(known.get(p, (None, None, None))[2] != e.stamp for p, e in docs.items())
+        stamps_changed = any(known.get(p, (None, None, None))[2] != docs[p].stamp for p in differs)
 
         if live is not None and not report.changed_anything and not stamps_changed:
+            # rows of documents the previous sync removed leave the disk now
+            conn = connect(live, content_path(index_dir, old_manifest), readonly=False)
+            with conn:
+                if conn.execute("SELECT count(*) FROM documents").fetchone()[0] != len(old_docs):
+                    conn.execute("PRAGMA content.secure_delete=ON")
+                    _delete_documents(conn, [r[0] for r in conn.execute("SELECT doc_id FROM documents")
+                                             if r[0] not in old_docs])
+            conn.close()
             report.generation = live.name
             report.seconds = time.perf_counter() - t0
             return report
 
         gen = index_dir / _new_gen_name(index_dir)
         gen.mkdir()
-        db_path = gen / "store.sqlite"
         if live is not None:
-            # a plain file copy (copy_file_range: no page-by-page SQLite backup) is
+            # the paths store is small (no text, no vectors); a plain file copy is
             # consistent here: the live store is complete, and only lock holders write
-            shutil.copyfile(live / "store.sqlite", db_path)
-            dst = sqlite3.connect(db_path)
+            shutil.copyfile(live / "store.sqlite", gen / "store.sqlite")
+            content = content_path(index_dir, old_manifest)
         else:
-            dst = sqlite3.connect(db_path)
-            dst.executescript(_SCHEMA)
-        conn = dst
-        conn.execute("PRAGMA foreign_keys=OFF")
+            with sqlite3.connect(gen / "store.sqlite") as fresh:
+                fresh.executescript(_SCHEMA)
+            fresh.close()
+            content = index_dir / _new_content_name(index_dir)
+            _create_content(content)
+        conn = connect(gen, content, readonly=False)
+        conn.execute("PRAGMA content.synchronous=FULL")  # durable before CURRENT names it
+        conn.execute("PRAGMA content.secure_delete=ON")  # a removed article's text is overwritten
 
         with conn:
+            # rows the live generation does not hold: documents removed by the previous
+            # sync, or written by a sync that crashed before switching
+            stale = [r[0] for r in conn.execute("SELECT doc_id FROM documents") if r[0] not in old_docs]
+            _delete_documents(conn, stale)
+            # removed documents keep their rows (the live generation may still be
+            # answering from them) until the next sync; only their ids are needed here
             removed_chunk_ids: list[int] = []
-            for doc_id in to_remove:
+            for doc_id in sorted(to_remove):
                 removed_chunk_ids += [
                     r[0] for r in conn.execute("SELECT id FROM chunks WHERE doc_id=?", (doc_id,))
                 ]
-                conn.execute("DELETE FROM chunks WHERE doc_id=?", (doc_id,))
-                conn.execute("DELETE FROM sentences WHERE doc_id=?", (doc_id,))
-                conn.execute("DELETE FROM documents WHERE doc_id=?", (doc_id,))
             # only the path rows that differ are written (a full rewrite costs ~0.5 s at 50k)
             gone = [(p,) for p in known if p not in docs]
             conn.executemany("DELETE FROM paths WHERE path=?", gone)
             conn.executemany(
                 "INSERT OR REPLACE INTO paths VALUES (?,?,?,?,?,?,?,?,?)",
-                [(path, e.doc_id, *e.meta, e.stamp) for path, e in sorted(docs.items())
-                 if rehash or known.get(path) != (e.doc_id, e.meta, e.stamp)],
+                [(path, docs[path].doc_id, *docs[path].meta, docs[path].stamp)
+                 for path in (sorted(docs) if rehash else differs)],
             )
             new_chunk_ids, new_chunk_vecs = _add_documents(
                 conn, to_add, settings, encoder, progress, report
             )
+            held = conn.execute("SELECT count(*), coalesce(sum(n_chunks), 0), coalesce(sum(n_sentences), 0) "
+                                "FROM documents WHERE doc_id IN (SELECT doc_id FROM paths)").fetchone()
             manifest_counts = dict(
-                documents=conn.execute("SELECT count(*) FROM documents").fetchone()[0],
+                documents=held[0],
                 paths=conn.execute("SELECT count(*) FROM paths").fetchone()[0],
-                chunks=conn.execute("SELECT count(*) FROM chunks").fetchone()[0],
-                sentences=conn.execute("SELECT count(*) FROM sentences").fetchone()[0],
+                chunks=held[1],
+                sentences=held[2],
             )
             live_sparse = Sparse.load(live) if live is not None else None
             full_bm25 = sparse.needs_full(live_sparse, len(new_chunk_ids), len(removed_chunk_ids))
             chunk_sql = ('SELECT c.id, substr(d.text, c.start + 1, c."end" - c.start) FROM chunks c '
                          "JOIN documents d ON d.doc_id = c.doc_id")
             if full_bm25:
-                bm25_chunks = conn.execute(chunk_sql + " ORDER BY c.id").fetchall()
+                bm25_chunks = conn.execute(
+                    chunk_sql + " WHERE c.doc_id IN (SELECT doc_id FROM paths) ORDER BY c.id").fetchall()
             else:
                 bm25_chunks = []
                 for i in range(0, len(new_chunk_ids), 900):
@@ -583,7 +680,6 @@ def sync(
                     bm25_chunks += conn.execute(
                         chunk_sql + f" WHERE c.id IN ({','.join('?' * len(part))}) ORDER BY c.id", part
                     ).fetchall()
-        conn.close()
 
         # dense: previous vectors minus removed, plus new; rebuilt from the stored
         # vectors when the size calls for another kind of index (see DenseChoice)
@@ -600,7 +696,8 @@ def sync(
         else:
             if choice.kind != "flat":
                 log(f"{n_chunks:,} passages: building an approximate index ({choice.factory})")
-            dense, choice = _build_dense(db_path, encoder.dim, choice)
+            dense, choice = _build_dense(conn, encoder.dim, choice)
+        conn.close()
         faiss.write_index(dense, str(gen / "dense.faiss"))
 
         # sparse: a delta over the live base, or a new base (see sparse.py)
@@ -611,6 +708,7 @@ def sync(
 
         manifest = {
             "schema": SCHEMA_VERSION,
+            "content": content.name,
             "settings": settings.to_dict(),
             "model": encoder.name,
             "dim": encoder.dim,
@@ -633,7 +731,7 @@ def sync(
             os.fsync(fh.fileno())
         os.replace(tmp, index_dir / "CURRENT")
         _fsync_dir(index_dir)
-        _remove_stale_generations(index_dir, keep={gen.name})
+        _remove_stale(index_dir, keep=gen)
         report.generation = gen.name
         report.seconds = time.perf_counter() - t0
         return report
@@ -700,25 +798,23 @@ def _nlist(n: int) -> int:
     return int(2 ** round(math.log2(4 * math.sqrt(n))))
 
 
-def _stored_vectors(db_path: Path, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-    try:
-        n = conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
-        ids = np.empty(n, dtype=np.int64)
-        vecs = np.empty((n, dim), dtype=np.float32)
-        for i, (cid, emb) in enumerate(conn.execute("SELECT id, emb FROM chunks ORDER BY id")):
-            ids[i] = cid
-            vecs[i] = np.frombuffer(emb, dtype=np.float16, count=dim)
-    finally:
-        conn.close()
+def _stored_vectors(conn: sqlite3.Connection, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """(chunk ids, vectors) of the passages the connection's generation holds."""
+    held = " WHERE doc_id IN (SELECT doc_id FROM paths)"
+    n = conn.execute("SELECT count(*) FROM chunks" + held).fetchone()[0]
+    ids = np.empty(n, dtype=np.int64)
+    vecs = np.empty((n, dim), dtype=np.float32)
+    for i, (cid, emb) in enumerate(conn.execute("SELECT id, emb FROM chunks" + held + " ORDER BY id")):
+        ids[i] = cid
+        vecs[i] = np.frombuffer(emb, dtype=np.float16, count=dim)
     return ids, vecs
 
 
-def _build_dense(db_path: Path, dim: int, choice: DenseChoice):
-    """A new dense index over every stored passage vector, per ``choice``."""
+def _build_dense(conn: sqlite3.Connection, dim: int, choice: DenseChoice):
+    """A new dense index over every passage vector the generation holds, per ``choice``."""
     import faiss
 
-    ids, vecs = _stored_vectors(db_path, dim)
+    ids, vecs = _stored_vectors(conn, dim)
     if choice.kind == "flat":
         dense = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         if ids.size:

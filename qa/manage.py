@@ -93,24 +93,41 @@ def remove_files(corpus_dir: Path, paths: list[Path]) -> list[Path]:
 
 
 class Debouncer:
-    """Calls ``fn`` once, ``delay`` seconds after the last of a burst of ``trigger()`` calls."""
+    """Calls ``fn(paths)`` once, ``delay`` seconds after the last of a burst of ``trigger()``s.
+
+    ``paths`` is the set of paths the burst named, or None when one trigger named none
+    (something that needs a full scan, such as a folder event).
+    """
 
     def __init__(self, fn, delay: float = 1.5):
         self.fn, self.delay = fn, delay
         self._timer: threading.Timer | None = None
         self._lock = threading.Lock()
+        self._paths: set[str] | None = set()
 
-    def trigger(self) -> None:
+    def trigger(self, *paths: str) -> None:
         with self._lock:
             if self._timer is not None:
                 self._timer.cancel()
-            self._timer = threading.Timer(self.delay, self.fn)
+            if not paths:
+                self._paths = None
+            elif self._paths is not None:
+                self._paths.update(paths)
+            self._timer = threading.Timer(self.delay, self._fire)
             self._timer.daemon = True
             self._timer.start()
 
+    def _fire(self) -> None:
+        with self._lock:
+            paths, self._paths = self._paths, set()
+        self.fn(paths)
+
 
 def watch(corpus_dir: Path, on_change, delay: float = 1.5, stop: threading.Event | None = None) -> None:
-    """Run ``on_change()`` after each burst of file changes under ``corpus_dir`` (watchdog)."""
+    """Run ``on_change(paths)`` after each burst of file changes under ``corpus_dir`` (watchdog).
+
+    ``paths`` are the files the burst touched (None after a folder event: scan everything).
+    """
     from watchdog.events import FileSystemEventHandler
     from watchdog.observers import Observer
 
@@ -126,8 +143,14 @@ def watch(corpus_dir: Path, on_change, delay: float = 1.5, stop: threading.Event
             except ValueError:
                 return
             if any(part.startswith(".") for part in parts):
+                if event.event_type == "moved" and getattr(event, "dest_path", ""):
+                    deb.trigger(str(event.dest_path))  # an upload's atomic rename into place
                 return  # uploads in progress, the .removed folder, editor swap files
-            deb.trigger()
+            if event.is_directory:
+                if event.event_type != "modified":  # a folder's own "modified" comes with its files' events
+                    deb.trigger()
+            else:
+                deb.trigger(*(str(x) for x in (event.src_path, getattr(event, "dest_path", "")) if x))
 
     obs = Observer()
     obs.schedule(Handler(), str(corpus_dir), recursive=True)

@@ -238,7 +238,7 @@ class WebApp:
                     fname += ".txt"
             with self._lock:
                 saved = add_file(self.service.corpus_dir, fname, data, meta, overwrite=bool(overwrite))
-                report = self.service.sync()
+                report = self.service.sync(only=[saved])
         except VerbatimError as err:
             return f"Not added: {esc(str(err))}."
         except OSError as err:

@@ -32,7 +32,7 @@ def squad_service(tmp_path, monkeypatch):
 
 
 def _exact_top(idx, q, k):
-    ids, vecs = index_mod._stored_vectors(idx.gen_dir / "store.sqlite", int(idx.manifest["dim"]))
+    ids, vecs = index_mod._stored_vectors(idx.db(), int(idx.manifest["dim"]))
     order = np.argsort(-(vecs @ q), kind="stable")[:k]
     return ids[order].tolist()
 
@@ -75,7 +75,7 @@ def test_ivf_follows_edits_and_filters(squad_service, tmp_path):
     assert r.added == ["corpus/new.txt"] and r.removed == ["corpus/p0001.txt"]
     idx = squad_service.index()
     assert idx.dense_choice.kind == "ivf"  # updated in place, not retrained
-    ids = {row[0] for row in idx.db().execute("SELECT id FROM chunks")}
+    ids = set(idx.chunk_ids())
     assert idx.dense.ntotal == len(ids)
     res = squad_service.ask("Where is the quokka found?")
     assert not res.no_answer and "Rottnest" in res.answers[0].text

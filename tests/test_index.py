@@ -3,6 +3,7 @@
 import json
 import shutil
 import sqlite3
+from pathlib import Path
 
 import faiss
 import numpy as np
@@ -14,10 +15,14 @@ from qa.config import IndexSettings
 from qa.errors import IndexBusy
 
 
+# the content store is shared by generations: a generation holds the documents its paths name
+HELD = "doc_id IN (SELECT doc_id FROM paths)"
+
+
 def _all_quotable(v: Verbatim) -> list[str]:
     idx = v.index()
     rows = idx.db().execute(
-        "SELECT s.doc_id, s.start, s.\"end\" FROM sentences s WHERE kind='body'").fetchall()
+        f"SELECT s.doc_id, s.start, s.\"end\" FROM sentences s WHERE kind='body' AND {HELD}").fetchall()
     return [idx.document_text(d)[a:b] for d, a, b in rows]
 
 
@@ -25,10 +30,10 @@ def _state(v: Verbatim):
     """Everything that defines the index content, independent of ids."""
     idx = v.index()
     db = idx.db()
-    docs = sorted(db.execute("SELECT doc_id, text FROM documents").fetchall())
+    docs = sorted(db.execute(f"SELECT doc_id, text FROM documents WHERE {HELD}").fetchall())
     paths = sorted(db.execute("SELECT * FROM paths").fetchall())
-    sents = sorted(db.execute('SELECT doc_id, idx, start, "end", kind, emb FROM sentences').fetchall())
-    chunks = sorted(db.execute('SELECT doc_id, start, "end" FROM chunks').fetchall())
+    sents = sorted(db.execute(f'SELECT doc_id, idx, start, "end", kind, emb FROM sentences WHERE {HELD}').fetchall())
+    chunks = sorted(db.execute(f'SELECT doc_id, start, "end" FROM chunks WHERE {HELD}').fetchall())
     return docs, paths, sents, chunks
 
 
@@ -46,7 +51,7 @@ def test_build_then_unchanged_sync_embeds_nothing(hashing_service):
 def test_every_store_agrees_after_build(hashing_service):
     hashing_service.sync()
     idx = hashing_service.index()
-    chunk_ids = {r[0] for r in idx.db().execute("SELECT id FROM chunks")}
+    chunk_ids = set(idx.chunk_ids())
     assert idx.dense.ntotal == len(chunk_ids)
     assert idx.sparse.live_ids() == chunk_ids
     for cid in chunk_ids:  # FAISS holds exactly those ids
@@ -69,7 +74,7 @@ def test_edit_replaces_old_wording_everywhere(hashing_service, corpus_copy):
     assert not any("600 North Korean" in q.text for q in everything)
     # the stores agree: no stale vector or BM25 row
     idx = hashing_service.index()
-    ids = {r[0] for r in idx.db().execute("SELECT id FROM chunks")}
+    ids = set(idx.chunk_ids())
     assert idx.dense.ntotal == len(ids) and idx.sparse.live_ids() == ids
 
 
@@ -82,6 +87,34 @@ def test_delete_removes_document_from_answers(hashing_service, corpus_copy):
     assert "corpus/000_913f2efb5995b750.txt" not in docs and len(docs) == 4
     res = hashing_service.ask("Transitional Justice Working Group 600 refugees", top=5)
     assert all(q.source.doc_id != "bb29223ad260c96c" for q in res.answers + res.closest)
+
+
+def test_removed_text_stays_readable_for_the_previous_generation_then_leaves_the_disk(
+        hashing_service, corpus_copy):
+    hashing_service.sync()
+    old = hashing_service.index()
+    doc = old.doc_ids_for(["000_913f2efb5995b750.txt"]).pop()
+    cids = [c for c, row in old.chunks(old.chunk_ids()).items() if row[0] == doc]
+    (corpus_copy / "000_913f2efb5995b750.txt").unlink()
+    hashing_service.sync()
+    # a question in flight on the previous generation can still read the removed document
+    assert old.chunks(cids).keys() == set(cids)
+    assert "forcibly repatriated" in old.document_text(doc)
+    new = hashing_service.index()
+    assert new.gen_dir != old.gen_dir and not set(cids) & set(new.chunk_ids())
+    assert doc not in {d["doc_id"] for d in new.documents()}
+    # the next sync, even one with nothing to change, deletes the rows (and the text)
+    r = hashing_service.sync()
+    assert not r.changed_anything
+    content = index_mod.content_path(new.gen_dir.parent, new.manifest)
+    conn = sqlite3.connect(content)
+    for table in ("documents", "sentences", "chunks"):
+        assert conn.execute(f"SELECT count(*) FROM {table} WHERE doc_id=?", (doc,)).fetchone()[0] == 0
+    conn.close()
+    conn = sqlite3.connect(content)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    assert b"600 North Korean refugees" not in content.read_bytes()
 
 
 def test_add_new_document(hashing_service, corpus_copy):
@@ -238,7 +271,7 @@ def _bm25_exact(v: Verbatim, question: str, k: int = 10):
 
     idx = v.index()
     rows = idx.db().execute('SELECT c.id, substr(d.text, c.start + 1, c."end" - c.start) FROM chunks c '
-                            "JOIN documents d ON d.doc_id = c.doc_id ORDER BY c.id").fetchall()
+                            f"JOIN documents d ON d.doc_id = c.doc_id WHERE c.{HELD} ORDER BY c.id").fetchall()
     tmp = idx.gen_dir.parent / "bm25-check"
     tmp.mkdir()
     try:
@@ -266,7 +299,7 @@ def test_bm25_delta_tracks_adds_and_deletes_like_a_rebuild(hashing_service, corp
     idx = hashing_service.index()
     info = idx.manifest["bm25"]
     assert info["base"] == base["base"] and info["delta"] >= 1 and info["deleted"] >= 1
-    ids = {r[0] for r in idx.db().execute("SELECT id FROM chunks")}
+    ids = set(idx.chunk_ids())
     assert idx.sparse.live_ids() == ids
     # the base files are hard links to the previous generation's (the same inode), not copies
     assert idx.gen_dir != base_file.parent
@@ -292,3 +325,60 @@ def test_bm25_base_is_rebuilt_once_the_delta_is_large(hashing_service, corpus_co
     hashing_service.sync()  # more than 10% new passages: a new base
     info = hashing_service.index().manifest["bm25"]
     assert info["delta"] == 0 and info["base"] == hashing_service.index().manifest["counts"]["chunks"]
+
+
+def test_syncing_only_the_touched_files_converges_with_a_full_scan(hashing_service, corpus_copy, tmp_path):
+    """What uploads, `qa remove`, `qa index FILE` and the watcher do: tell sync which files
+    changed. After every step a full scan finds nothing left to do, and the result equals
+    a clean build of the same folder."""
+    import random
+
+    hashing_service.sync()
+    rng = random.Random(5)
+    names = sorted(p.name for p in corpus_copy.glob("*.txt"))
+    texts = [(corpus_copy / n).read_text() for n in names]
+    ops = ["add", "edit", "delete", "rename", "sidecar", "hidden", "unsupported"] * 2
+    rng.shuffle(ops)
+    for step, op in enumerate(ops):
+        files = sorted(p for p in corpus_copy.glob("*.txt"))
+        f = rng.choice(files)
+        if op == "add":
+            touched = [corpus_copy / f"new{step}.txt"]
+            touched[0].write_text(rng.choice(texts)[:1500] + f"\nStep {step} added this line about quokkas.\n")
+        elif op == "edit":
+            touched = [f]
+            f.write_text(f.read_text().replace("the", "a", 3) + f"\nEdited at step {step}.\n")
+        elif op == "delete" and len(files) > 2:
+            touched = [f]
+            f.unlink()
+        elif op == "rename":
+            touched = [f, corpus_copy / f"renamed{step}.txt"]
+            f.rename(touched[1])
+        elif op == "sidecar":
+            touched = [Path(f"{f}.meta.json")]
+            touched[0].write_text(json.dumps({"title": f"Retitled at step {step}"}))
+        elif op == "hidden":
+            touched = [corpus_copy / f".draft{step}.txt"]
+            touched[0].write_text("A hidden draft is never indexed.\n")
+        else:
+            touched = [corpus_copy / f"notes{step}.xyz"]
+            touched[0].write_text("Not a supported type.\n")
+        hashing_service.sync(only=touched)
+        full = hashing_service.sync(rehash=True)
+        assert not (full.added or full.removed or full.changed or full.renamed or full.metadata_updated), (
+            op, full.summary())
+    clean = Verbatim(corpus_copy, tmp_path / "clean-index", settings=hashing_service.settings,
+                     root=corpus_copy.parent)
+    clean.sync()
+    drop_stamp = lambda state: (state[0], [row[:-1] for row in state[1]], *state[2:])  # noqa: E731
+    assert drop_stamp(_state(hashing_service)) == drop_stamp(_state(clean))
+
+
+def test_a_folder_hint_falls_back_to_a_full_scan(hashing_service, corpus_copy):
+    hashing_service.sync()
+    sub = corpus_copy / "more"
+    sub.mkdir()
+    (sub / "x.txt").write_text("A quokka report in a new folder.\n")
+    (corpus_copy / "000_913f2efb5995b750.txt").unlink()  # not hinted, but the full scan sees it
+    r = hashing_service.sync(only=[sub])
+    assert r.added == ["corpus/more/x.txt"] and r.removed == ["corpus/000_913f2efb5995b750.txt"]

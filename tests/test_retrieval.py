@@ -24,7 +24,7 @@ def test_dense_search_matches_brute_force(hashing_service):
     hashing_service.sync()
     idx = hashing_service.index()
     q = hashing_service.encoder.encode_queries(["refugees forcibly repatriated by China"])[0]
-    ids = [r[0] for r in idx.db().execute("SELECT id FROM chunks ORDER BY id")]
+    ids = idx.chunk_ids()
     vecs = np.stack([idx.dense.reconstruct(int(i)) for i in ids])
     brute = [ids[i] for i in np.argsort(-(vecs @ q), kind="stable")[:7]]
     got, scores = retrieval.dense_search(idx, q, 7, None)

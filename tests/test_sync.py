@@ -188,7 +188,7 @@ def test_watch_reindexes_after_a_burst_of_changes(tmp_path):
     (corpus / "a.txt").write_text("First.")
     calls = []
     stop = threading.Event()
-    t = threading.Thread(target=watch, args=(corpus, lambda: calls.append(time.time()), 0.5, stop), daemon=True)
+    t = threading.Thread(target=watch, args=(corpus, calls.append, 0.5, stop), daemon=True)
     t.start()
     time.sleep(0.5)
     for i in range(5):
@@ -202,3 +202,5 @@ def test_watch_reindexes_after_a_burst_of_changes(tmp_path):
     stop.set()
     t.join(5)
     assert len(calls) == 1  # one update for the whole burst
+    # told which files changed (the hidden upload-in-progress is not among them)
+    assert {Path(p).name for p in calls[0]} == {f"n{i}.txt" for i in range(5)}
