@@ -10,6 +10,12 @@ paragraph of the same article (hard negatives), are trained to point there.
     python scripts/train_reader.py train --out .cache/reader-full --examples 0 --epochs 2   # on a GPU
     python scripts/train_reader.py export --ckpt .cache/reader --dest qa/models/reader
 
+A second stage continues from the weights of a finished run on questions that
+run never saw (fresh optimiser and schedule):
+
+    python scripts/train_reader.py train --out .cache/reader2 --init .cache/reader \
+        --exclude .cache/reader/used_question_ids.json --examples 28800 --lr 5e-5
+
 ``train`` is resumable: it checkpoints every ``--save-every`` steps into
 ``--out`` and continues from the last checkpoint when run again with the same
 config (a different config refuses to mix runs). The config, the seed and the
@@ -117,6 +123,9 @@ def build_features(args, tok, used: list[str] | None = None) -> list[dict]:
     rng = random.Random(args.seed)
     qs = load_questions(Path(args.train))
     rng.shuffle(qs)
+    if getattr(args, "exclude", None):
+        seen = set(json.loads(Path(args.exclude).read_text()))
+        qs = [q for q in qs if q["id"] not in seen]
     paras = paragraphs_by_article(Path(args.train))
     feats: list[dict] = []
     for q in qs:
@@ -209,6 +218,11 @@ def train(args) -> None:
         "train_sha256": sha256(Path(args.train)),
         **{k: getattr(args, k) for k in ("examples", "neg_rate", "max_len", "stride", "batch_size", "lr", "warmup", "seed", "epochs")},
     }
+    if args.init:
+        init_cfg = json.loads((Path(args.init) / "config.json").read_text())
+        init_state = Path(args.init) / "last.pt"
+        config["init"] = {"from": str(args.init), "sha256": sha256(init_state), "config": init_cfg}
+        config["exclude"] = str(args.exclude or "")
     cfg_path = out / "config.json"
     if cfg_path.exists():
         old = json.loads(cfg_path.read_text())
@@ -229,7 +243,11 @@ def train(args) -> None:
     total = min(len(plan), args.stop_at) if args.stop_at else len(plan)
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = make_model(path).to(device)
+    model = make_model(path)
+    if args.init:
+        model.load_state_dict(torch.load(Path(args.init) / "last.pt", weights_only=False, map_location="cpu")["model"])
+        print(f"initialised from {args.init}", flush=True)
+    model = model.to(device)
     print(f"training on {device}", flush=True)
     no_decay = ("bias", "LayerNorm.weight")
     groups = [
@@ -345,6 +363,8 @@ def main() -> None:
     t.add_argument("--stop-at", type=int, default=0, help="finish after this many steps (0: the whole plan)")
     t.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     t.add_argument("--device", default="", help="cpu or cuda (default: cuda when available)")
+    t.add_argument("--init", default="", help="start from this run's final weights (a second stage)")
+    t.add_argument("--exclude", default="", help="JSON list of question ids to skip (those the --init run used)")
     t.add_argument("--log-every", type=int, default=20)
     t.add_argument("--save-every", type=int, default=100)
     e = sub.add_parser("export")
@@ -367,10 +387,12 @@ def used_ids(args) -> None:
 
     out = Path(args.ckpt)
     cfg = json.loads((out / "config.json").read_text())
-    ns = argparse.Namespace(train=str(DEFAULT_TRAIN), **{k: cfg[k] for k in
+    ns = argparse.Namespace(train=str(DEFAULT_TRAIN), exclude=cfg.get("exclude", ""), **{k: cfg[k] for k in
                             ("examples", "neg_rate", "max_len", "stride", "seed")})
     used: list[str] = []
     build_features(ns, AutoTokenizer.from_pretrained(base_model_path()), used)
+    if ns.exclude:  # a second stage also learned (through --init) from the first stage's questions
+        used = json.loads(Path(ns.exclude).read_text()) + used
     (out / "used_question_ids.json").write_text(json.dumps(used))
     print(f"{len(used)} question ids -> {out / 'used_question_ids.json'}")
 
