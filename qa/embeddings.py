@@ -113,12 +113,19 @@ class SentenceTransformerEncoder:
         }))
 
 
-def ort_session(model: Path):
-    """An ONNX Runtime CPU session for ``model``, without its console chatter."""
+def ort_session(model: Path, spin: bool = True):
+    """An ONNX Runtime CPU session for ``model``, without its console chatter.
+
+    ``spin=False``: no busy-waiting threads after a run. The question encoder uses it,
+    because FAISS and BM25 run right after it and need the cores; the reader keeps
+    spinning (it is faster with it, and nothing follows it).
+    """
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    if not spin:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
 
 
@@ -135,7 +142,7 @@ class OnnxEncoder:
         self._tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self._tok.enable_truncation(int(cfg["max_seq_length"]))
         self._tok.enable_padding()
-        self._sess = ort_session(folder / "model.onnx")
+        self._sess = ort_session(folder / "model.onnx", spin=False)
 
     def _encode(self, texts: Sequence[str]) -> np.ndarray:
         out = [np.zeros((0, self.dim), dtype=np.float32)]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import BadQuestion
-from .index import Index, bm25_tokenize
+from .index import REFINE, Index, bm25_tokenize, refine
 from .types import Passage
 
 
@@ -83,9 +83,14 @@ def dense_search(index: Index, qvec: np.ndarray, k: int, allowed: np.ndarray | N
         else:
             params = faiss.SearchParameters(sel=sel)
     k = min(k, n)
-    scores, ids = index.dense.search(qvec.reshape(1, -1).astype(np.float32), k, params=params)
+    choice = index.dense_choice
+    q = qvec.reshape(1, -1).astype(np.float32)
+    scores, ids = index.dense.search(q, max(k, REFINE) if choice.refines else k, params=params)
     keep = ids[0] >= 0
-    return ids[0][keep].tolist(), scores[0][keep].tolist()
+    ids, scores = ids[0][keep], scores[0][keep]
+    if choice.refines:  # quantised scores reorder close hits: re-rank with the stored vectors
+        ids, scores = refine(ids, index.chunk_vectors(ids), q[0], k)
+    return ids.tolist(), scores.tolist()
 
 
 def bm25_search(index: Index, question: str, k: int, allowed: np.ndarray | None):

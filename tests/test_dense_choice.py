@@ -61,8 +61,11 @@ def test_large_index_becomes_ivf_tuned_and_recorded(squad_service):
     hits = 0
     for q in qs:
         v = enc.encode_queries([q])[0]
-        got, _ = retrieval.dense_search(idx, v, 10, None)
+        got, scores = retrieval.dense_search(idx, v, 10, None)
         hits += len(set(got) & set(_exact_top(idx, v, 10)))
+        # quantised candidates, exact scores: re-ranked with the stored vectors
+        assert np.allclose(scores, idx.chunk_vectors(np.array(got)) @ v, atol=1e-5)
+        assert scores == sorted(scores, reverse=True)
     assert hits / 30 >= 0.8
 
 
@@ -113,5 +116,5 @@ def test_qa_sources_shows_the_index_choice(squad_service):
                           "--model", "hashing-256", "sources"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     choice = squad_service.index().dense_choice
-    assert f"dense index: IVF{choice.nlist},Flat inner product, nprobe {choice.nprobe}" in out.stdout
+    assert f"dense index: IVF{choice.nlist},SQ8 inner product, top {index_mod.REFINE} re-ranked exactly, nprobe {choice.nprobe}" in out.stdout
     assert "recall@10 vs exact" in out.stdout and "BM25: base of" in out.stdout
