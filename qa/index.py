@@ -443,10 +443,15 @@ def _create_content(path: Path) -> None:
     conn.close()
 
 
-def _delete_documents(conn: sqlite3.Connection, doc_ids: Iterable[str]) -> None:
-    ids = [(d,) for d in doc_ids]
-    for table in ("chunks", "sentences", "documents"):
-        conn.executemany(f"DELETE FROM {table} WHERE doc_id=?", ids)
+def _drop_unheld(conn: sqlite3.Connection, held: set[str]) -> None:
+    """Delete the content rows of every document not in ``held`` (the live generation's):
+    those removed by the previous sync, or written by a sync that crashed before switching.
+    ``secure_delete`` overwrites the freed pages, so a removed article's text is gone."""
+    ids = [(r[0],) for r in conn.execute("SELECT doc_id FROM documents") if r[0] not in held]
+    if ids:
+        conn.execute("PRAGMA content.secure_delete=ON")
+        for table in ("chunks", "sentences", "documents"):
+            conn.executemany(f"DELETE FROM {table} WHERE doc_id=?", ids)
 
 
 @dataclass
@@ -616,13 +621,9 @@ def sync(
         stamps_changed = any(known.get(p, (None, None, None))[2] != docs[p].stamp for p in differs)
 
         if live is not None and not report.changed_anything and not stamps_changed:
-            # rows of documents the previous sync removed leave the disk now
             conn = connect(live, content_path(index_dir, old_manifest), readonly=False)
             with conn:
-                if conn.execute("SELECT count(*) FROM documents").fetchone()[0] != len(old_docs):
-                    conn.execute("PRAGMA content.secure_delete=ON")
-                    _delete_documents(conn, [r[0] for r in conn.execute("SELECT doc_id FROM documents")
-                                             if r[0] not in old_docs])
+                _drop_unheld(conn, old_docs)
             conn.close()
             report.generation = live.name
             report.seconds = time.perf_counter() - t0
@@ -643,13 +644,9 @@ def sync(
             _create_content(content)
         conn = connect(gen, content, readonly=False)
         conn.execute("PRAGMA content.synchronous=FULL")  # durable before CURRENT names it
-        conn.execute("PRAGMA content.secure_delete=ON")  # a removed article's text is overwritten
 
         with conn:
-            # rows the live generation does not hold: documents removed by the previous
-            # sync, or written by a sync that crashed before switching
-            stale = [r[0] for r in conn.execute("SELECT doc_id FROM documents") if r[0] not in old_docs]
-            _delete_documents(conn, stale)
+            _drop_unheld(conn, old_docs)
             # removed documents keep their rows (the live generation may still be
             # answering from them) until the next sync; only their ids are needed here
             removed_chunk_ids: list[int] = []
