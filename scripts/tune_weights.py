@@ -17,6 +17,7 @@ reader's weight is tuned on questions it has not seen.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import json
 import random
@@ -51,7 +52,9 @@ def main() -> None:
         paras = [(t, p) for t, p in paras if not any(q["id"] in used for q in p["qas"])]
     random.Random(a.seed).shuffle(paras)
     paras = paras[: a.paragraphs]
-    work = REPO_ROOT / ".cache" / "tune" / f"train-{a.paragraphs}-{a.seed}{'-unseen' if a.exclude else ''}"
+    # the cache is named by the paragraphs it holds (another --exclude samples others)
+    digest = hashlib.sha256("\n".join(p["context"] for _, p in paras).encode()).hexdigest()[:10]
+    work = REPO_ROOT / ".cache" / "tune" / f"train-{a.paragraphs}-{a.seed}-{digest}"
     (work / "corpus").mkdir(parents=True, exist_ok=True)
     questions = []
     for i, (title, p) in enumerate(paras):
