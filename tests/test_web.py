@@ -229,15 +229,19 @@ def test_hostile_article_and_question_render_inert(browser, hostile_url):
     chat = page.locator("#chat")
     text = chat.inner_text()
     assert "<script>window.__xss = 1; alert(1)</script>" in text  # shown as text
-    assert "onerror" in text and "<iframe" in text and "javascript:alert(4)" in text
+    assert "onerror=alert(5)" in text  # the question, shown as text
     assert chat.locator("script, iframe, img[src='x'], img[onerror]").count() == 0
     assert chat.locator("a[href^='javascript']").count() == 0
     assert page.evaluate("window.__xss === undefined")
     # the document view of the hostile article is inert too
     href = chat.locator("a.vb-open", has_text="Smuggling on the Yalu").first.get_attribute("href")
     page.goto(hostile_url.rstrip("/") + href)
-    assert "<script>window.__xss" in page.locator("#doc").inner_text()
-    assert page.locator("#doc script, #doc iframe, #doc img").count() == 0
+    # (which quotes the chat shows depends on ranking; the document view shows every line)
+    doc_text = page.locator("#doc").inner_text()
+    for raw in ("<script>window.__xss", 'onerror="window.__xss = 2', '<iframe src="javascript:alert(3)">',
+                "javascript:alert(4)"):
+        assert raw in doc_text
+    assert page.locator("#doc script, #doc iframe, #doc img, #doc a[href^='javascript']").count() == 0
     assert page.evaluate("window.__xss === undefined")
     assert dialogs == []
     page.screenshot(path=str(ARTIFACTS / "hostile.png"))
