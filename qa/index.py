@@ -218,8 +218,9 @@ class Index:
             ivf.parallel_mode = 1  # one question's lists are scanned on every core
         return cls(gen, manifest, dense, Sparse.load(gen))
 
-    @property
+    @functools.cached_property
     def dense_choice(self) -> "DenseChoice":
+        """Parsed once per loaded generation (retrieval reads it on every question)."""
         return DenseChoice.from_manifest(self.manifest)
 
     @property

@@ -67,23 +67,22 @@ def dense_search(index: Index, qvec: np.ndarray, k: int, allowed: np.ndarray | N
     if n == 0 or k <= 0:
         return [], []
     params = None
-    ivf = index.dense_choice.kind == "ivf"
+    choice = index.dense_choice
     if allowed is not None:
         if allowed.size == 0:
             return [], []
         k = min(k, int(allowed.size))
         sel = faiss.IDSelectorBatch(allowed)
-        if ivf:
+        if choice.kind == "ivf":
             # the nprobe lists nearest the question may hold none of a few selected
-            # documents: a narrow filter scans every list (exact; the selector skips
-            # the other vectors before any distance is computed)
-            choice = index.dense_choice
+            # documents: a narrow filter scans every list (the selector skips the other
+            # vectors before any distance is computed; quantised candidates are then
+            # re-ranked exactly below)
             nprobe = choice.nlist if allowed.size <= EXACT_FILTERED_MAX else 4 * choice.nprobe
             params = faiss.SearchParametersIVF(sel=sel, nprobe=min(nprobe, choice.nlist))
         else:
             params = faiss.SearchParameters(sel=sel)
     k = min(k, n)
-    choice = index.dense_choice
     q = qvec.reshape(1, -1).astype(np.float32)
     scores, ids = index.dense.search(q, max(k, REFINE) if choice.refines else k, params=params)
     keep = ids[0] >= 0
