@@ -16,6 +16,10 @@ run never saw (fresh optimiser and schedule):
     python scripts/train_reader.py train --out .cache/reader2 --init .cache/reader \
         --exclude .cache/reader/used_question_ids.json --examples 28800 --lr 5e-5
 
+``--holdout N`` keeps N whole paragraphs that no stage has seen out of this one
+too, so that ``scripts/tune_weights.py --exclude`` still finds unseen paragraphs
+to tune on after several stages have used most of the questions.
+
 ``train`` is resumable: it checkpoints every ``--save-every`` steps into
 ``--out`` and continues from the last checkpoint when run again with the same
 config (a different config refuses to mix runs). The config, the seed and the
@@ -118,6 +122,26 @@ def featurize(tok, question: str, context: str, answer: tuple[int, int] | None, 
     return feats
 
 
+def held_out_paragraphs(train: Path, qs: list[dict], n: int, seed: int) -> set[tuple[int, int]]:
+    """``n`` whole paragraphs, none of whose questions are in ``qs``'s complement, kept out of training.
+
+    ``qs`` is the questions still available (after --exclude); a paragraph qualifies when all of
+    its questions are. Neither its questions nor its text (as a negative) are trained on, so
+    ``scripts/tune_weights.py --exclude used_question_ids.json`` finds them unseen.
+    """
+    if not n:
+        return set()
+    total: dict[tuple[int, int], int] = {}
+    for q in load_questions(train):
+        total[(q["article"], q["paragraph"])] = total.get((q["article"], q["paragraph"]), 0) + 1
+    avail: dict[tuple[int, int], int] = {}
+    for q in qs:
+        avail[(q["article"], q["paragraph"])] = avail.get((q["article"], q["paragraph"]), 0) + 1
+    whole = sorted(k for k, c in avail.items() if c == total[k])
+    random.Random(seed + 2).shuffle(whole)
+    return set(whole[:n])
+
+
 def build_features(args, tok, used: list[str] | None = None) -> list[dict]:
     """Training windows; the ids of the questions they come from are appended to ``used``."""
     rng = random.Random(args.seed)
@@ -126,6 +150,8 @@ def build_features(args, tok, used: list[str] | None = None) -> list[dict]:
     if getattr(args, "exclude", None):
         seen = set(json.loads(Path(args.exclude).read_text()))
         qs = [q for q in qs if q["id"] not in seen]
+    held = held_out_paragraphs(Path(args.train), qs, getattr(args, "holdout", 0), args.seed)
+    qs = [q for q in qs if (q["article"], q["paragraph"]) not in held]
     paras = paragraphs_by_article(Path(args.train))
     feats: list[dict] = []
     for q in qs:
@@ -136,7 +162,8 @@ def build_features(args, tok, used: list[str] | None = None) -> list[dict]:
         a0 = q["answer_start"]
         feats.extend(featurize(tok, q["question"], q["context"], (a0, a0 + len(q["answer_text"])), args.max_len, args.stride))
         if rng.random() < args.neg_rate:
-            others = [c for k, c in enumerate(paras[q["article"]]) if k != q["paragraph"] and q["answer_text"] not in c]
+            others = [c for k, c in enumerate(paras[q["article"]])
+                      if k != q["paragraph"] and (q["article"], k) not in held and q["answer_text"] not in c]
             if others:
                 neg = featurize(tok, q["question"], rng.choice(others), None, args.max_len, args.stride)
                 feats.append(rng.choice(neg))
@@ -223,6 +250,8 @@ def train(args) -> None:
         init_state = Path(args.init) / "last.pt"
         config["init"] = {"from": str(args.init), "sha256": sha256(init_state), "config": init_cfg}
         config["exclude"] = str(args.exclude or "")
+    if args.holdout:
+        config["holdout"] = args.holdout
     cfg_path = out / "config.json"
     if cfg_path.exists():
         old = json.loads(cfg_path.read_text())
@@ -365,6 +394,8 @@ def main() -> None:
     t.add_argument("--device", default="", help="cpu or cuda (default: cuda when available)")
     t.add_argument("--init", default="", help="start from this run's final weights (a second stage)")
     t.add_argument("--exclude", default="", help="JSON list of question ids to skip (those the --init run used)")
+    t.add_argument("--holdout", type=int, default=0,
+                   help="keep this many whole unseen paragraphs out of training (for tune_weights)")
     t.add_argument("--log-every", type=int, default=20)
     t.add_argument("--save-every", type=int, default=100)
     e = sub.add_parser("export")
@@ -387,7 +418,7 @@ def used_ids(args) -> None:
 
     out = Path(args.ckpt)
     cfg = json.loads((out / "config.json").read_text())
-    ns = argparse.Namespace(train=str(DEFAULT_TRAIN), exclude=cfg.get("exclude", ""), **{k: cfg[k] for k in
+    ns = argparse.Namespace(train=str(DEFAULT_TRAIN), exclude=cfg.get("exclude", ""), holdout=cfg.get("holdout", 0), **{k: cfg[k] for k in
                             ("examples", "neg_rate", "max_len", "stride", "seed")})
     used: list[str] = []
     build_features(ns, AutoTokenizer.from_pretrained(base_model_path()), used)
