@@ -1,0 +1,78 @@
+"""Reader training data: what a stage learns from, and what it must leave unseen for tuning."""
+
+import argparse
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from .conftest import SQUAD
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tr():
+    spec = importlib.util.spec_from_file_location("train_reader", ROOT / "scripts" / "train_reader.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def small_train(tmp_path_factory):
+    """The first three articles of SQuAD v1.1 train (real text, ~150 paragraphs)."""
+    data = json.loads((SQUAD / "train-v1.1.json").read_text())
+    path = tmp_path_factory.mktemp("squad") / "train-small.json"
+    path.write_text(json.dumps({"version": "1.1", "data": data["data"][:3]}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tok(tr):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tr.base_model_path())
+
+
+def _args(train: Path, **kw):
+    base = dict(train=str(train), exclude="", holdout=0, examples=0, neg_rate=0.5,
+                max_len=192, stride=64, seed=3)
+    return argparse.Namespace(**{**base, **kw})
+
+
+def test_a_later_stage_skips_excluded_questions_and_keeps_held_out_paragraphs_unread(
+        tr, tok, small_train, tmp_path):
+    qs = tr.load_questions(small_train)
+    # an earlier stage used the first 40% of the questions
+    earlier = [q["id"] for q in qs[: len(qs) * 2 // 5]]
+    excl = tmp_path / "used.json"
+    excl.write_text(json.dumps(earlier))
+    args = _args(small_train, exclude=str(excl), holdout=5)
+
+    avail = [q for q in qs if q["id"] not in set(earlier)]
+    held = tr.held_out_paragraphs(small_train, avail, 5, args.seed)
+    assert len(held) == 5
+    for key in held:  # whole paragraphs none of whose questions any stage used
+        assert all(q["id"] not in set(earlier) for q in qs if (q["article"], q["paragraph"]) == key)
+    assert held == tr.held_out_paragraphs(small_train, avail, 5, args.seed)  # seeded
+
+    used: list[str] = []
+    feats = tr.build_features(args, tok, used)
+    assert feats and used
+    assert not set(used) & set(earlier)
+    held_ids = {q["id"] for q in qs if (q["article"], q["paragraph"]) in held}
+    assert not set(used) & held_ids
+    # neither as a question's own paragraph nor as a hard negative is held-out text read
+    held_text = {tok.decode(tok(qs_ctx)["input_ids"][1:-1])
+                 for qs_ctx in {q["context"] for q in qs if (q["article"], q["paragraph"]) in held}}
+    window_texts = [tok.decode([t for t, s in zip(f["input_ids"], f["token_type_ids"]) if s == 1][:-1])
+                    for f in feats]
+    for text in held_text:
+        head = text[:60]
+        assert not any(head in w for w in window_texts)
+    # without --holdout the same stage does learn from those paragraphs
+    used_all: list[str] = []
+    tr.build_features(_args(small_train, exclude=str(excl)), tok, used_all)
+    assert set(used_all) & held_ids
