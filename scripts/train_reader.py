@@ -37,6 +37,7 @@ import os
 import random
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -122,22 +123,18 @@ def featurize(tok, question: str, context: str, answer: tuple[int, int] | None, 
     return feats
 
 
-def held_out_paragraphs(train: Path, qs: list[dict], n: int, seed: int) -> set[tuple[int, int]]:
-    """``n`` whole paragraphs, none of whose questions are in ``qs``'s complement, kept out of training.
+def held_out_paragraphs(all_qs: list[dict], avail: list[dict], n: int, seed: int) -> set[tuple[int, int]]:
+    """``n`` whole paragraphs all of whose questions are still ``avail``-able, kept out of training.
 
-    ``qs`` is the questions still available (after --exclude); a paragraph qualifies when all of
-    its questions are. Neither its questions nor its text (as a negative) are trained on, so
+    ``avail`` is the questions no earlier stage used (after --exclude). Neither the held-out
+    paragraphs' questions nor their text (as a hard negative) are trained on, so
     ``scripts/tune_weights.py --exclude used_question_ids.json`` finds them unseen.
     """
     if not n:
         return set()
-    total: dict[tuple[int, int], int] = {}
-    for q in load_questions(train):
-        total[(q["article"], q["paragraph"])] = total.get((q["article"], q["paragraph"]), 0) + 1
-    avail: dict[tuple[int, int], int] = {}
-    for q in qs:
-        avail[(q["article"], q["paragraph"])] = avail.get((q["article"], q["paragraph"]), 0) + 1
-    whole = sorted(k for k, c in avail.items() if c == total[k])
+    total = Counter((q["article"], q["paragraph"]) for q in all_qs)
+    left = Counter((q["article"], q["paragraph"]) for q in avail)
+    whole = sorted(k for k, c in left.items() if c == total[k])
     random.Random(seed + 2).shuffle(whole)
     return set(whole[:n])
 
@@ -145,12 +142,13 @@ def held_out_paragraphs(train: Path, qs: list[dict], n: int, seed: int) -> set[t
 def build_features(args, tok, used: list[str] | None = None) -> list[dict]:
     """Training windows; the ids of the questions they come from are appended to ``used``."""
     rng = random.Random(args.seed)
-    qs = load_questions(Path(args.train))
+    all_qs = load_questions(Path(args.train))
+    qs = list(all_qs)
     rng.shuffle(qs)
     if getattr(args, "exclude", None):
         seen = set(json.loads(Path(args.exclude).read_text()))
         qs = [q for q in qs if q["id"] not in seen]
-    held = held_out_paragraphs(Path(args.train), qs, getattr(args, "holdout", 0), args.seed)
+    held = held_out_paragraphs(all_qs, qs, getattr(args, "holdout", 0), args.seed)
     qs = [q for q in qs if (q["article"], q["paragraph"]) not in held]
     paras = paragraphs_by_article(Path(args.train))
     feats: list[dict] = []
@@ -418,8 +416,8 @@ def used_ids(args) -> None:
 
     out = Path(args.ckpt)
     cfg = json.loads((out / "config.json").read_text())
-    ns = argparse.Namespace(train=str(DEFAULT_TRAIN), exclude=cfg.get("exclude", ""), holdout=cfg.get("holdout", 0), **{k: cfg[k] for k in
-                            ("examples", "neg_rate", "max_len", "stride", "seed")})
+    ns = argparse.Namespace(train=str(DEFAULT_TRAIN), exclude=cfg.get("exclude", ""), holdout=cfg.get("holdout", 0),
+                            **{k: cfg[k] for k in ("examples", "neg_rate", "max_len", "stride", "seed")})
     used: list[str] = []
     build_features(ns, AutoTokenizer.from_pretrained(base_model_path()), used)
     if ns.exclude:  # a second stage also learned (through --init) from the first stage's questions
