@@ -377,7 +377,7 @@ padding:3px 6px;vertical-align:top}}figure{{display:inline-block;margin:1rem}}</
 # --------------------------------------------------------------------------- service setup
 
 
-def _file_hash(path: Path) -> str:
+def file_hash(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
 
@@ -385,7 +385,7 @@ def squad_service(path: Path, log=print):
     """A service over the SQuAD file's paragraphs, cached under .cache/eval/ by file hash."""
     from .api import Verbatim
 
-    work = CACHE / f"{path.stem}-{_file_hash(path)}"
+    work = CACHE / f"{path.stem}-{file_hash(path)}"
     questions = load_squad(path, work / "corpus")
     v = Verbatim(work / "corpus", work / "index", root=work)
     t = time.perf_counter()

@@ -6,7 +6,8 @@ A random sample of train paragraphs becomes an open corpus (indexed by the norma
 pipeline, cached in .cache/tune/); every question of those paragraphs is asked and
 the features of every candidate sentence are recorded (the reader's too, when its
 weights are there). A grid search then picks the weights that put a sentence
-containing a gold answer first most often. The weights are written to
+containing a gold answer first most often (ties: the best mean reciprocal rank of the
+first correct sentence). The weights are written to
 qa/calibration.json (the threshold is left to `qa eval --calibrate`).
 
 With --exclude FILE (the ids written by `scripts/train_reader.py used-ids`), only
@@ -33,7 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from qa import Verbatim, answering, retrieval  # noqa: E402
 from qa.answering import CALIBRATION_FILE, Calibration  # noqa: E402
 from qa.config import REPO_ROOT  # noqa: E402
-from qa.evaluate import contains_answer  # noqa: E402
+from qa.evaluate import contains_answer, file_hash  # noqa: E402
+from qa.reader import MODEL_DIR as READER_DIR  # noqa: E402
 
 TRAIN = REPO_ROOT.parent / "shared" / "data" / "squad" / "train-v1.1.json"
 
@@ -67,7 +69,9 @@ def main() -> None:
     v.sync()
     print(f"{len(paras)} train paragraphs, {len(questions)} questions; index ready in {time.perf_counter() - t:.0f} s")
     reader = v.reader
-    tag = f"reader-{reader.config.get('steps', 0)}" if reader else "no-reader"
+    # features depend on the reader's weights: the cache is named by the weights file
+    # (training steps alone do not name it: stages 1 and 3 both ran 900)
+    tag = f"reader-{file_hash(READER_DIR / 'reader.int8.onnx')}" if reader else "no-reader"
     feats_file = work / f"features-{tag}.npz"
     if feats_file.exists():
         z = np.load(feats_file)
@@ -107,14 +111,12 @@ def main() -> None:
             [x / 10 for x in range(3, 11)], [x / 10 for x in range(0, 11)], [0, 0.1, 0.2, 0.3],
             [0, 0.1, 0.2], readers, readers):
         results.append((top1((wc, wl, wp, wt, wr, wrt)), (wc, wl, wp, wt, wr, wrt)))
-    results.sort(reverse=True)
     # many weight sets tie on top-1; among those, the one that also ranks the correct
     # sentence highest where it is not first (mean reciprocal rank) generalises better
-    tied = [(mrr(w), score, w) for score, w in results if score == results[0][0]]
-    tied.sort(reverse=True)
-    print(f"{len(tied)} weight sets tie at top-1 {results[0][0]:.3f}; MRR among them "
-          f"{tied[-1][0]:.4f}..{tied[0][0]:.4f}")
-    results = [(score, w) for _, score, w in tied] + results[len(tied):]
+    top = max(score for score, _ in results)
+    results.sort(key=lambda r: (r[0], mrr(r[1]) if r[0] == top else 0.0), reverse=True)
+    print(f"{sum(score == top for score, _ in results)} weight sets tie at top-1 {top:.4f}; "
+          "the one with the best MRR is chosen")
     cur = v.calibration
     cw = (cur.w_cos, cur.w_lex, cur.w_passage, cur.w_type, cur.w_reader, cur.w_reader_top)
     print(f"current weights {cw}: top-1 {top1(cw):.3f}, MRR {mrr(cw):.4f}")
@@ -122,7 +124,7 @@ def main() -> None:
           f"best without the reader: {max(r[0] for r in results if r[1][4] == r[1][5] == 0):.3f}")
     for score, w in results[:5]:
         print(f"  w_cos={w[0]} w_lex={w[1]} w_passage={w[2]} w_type={w[3]} w_reader={w[4]} "
-              f"w_reader_top={w[5]}: top-1 {score:.3f}, MRR {mrr(w):.4f}")
+              f"w_reader_top={w[5]}: top-1 {score:.4f}, MRR {mrr(w):.4f}")
     best_score, best = results[0]
     # scale so that cosine and lexical weights sum to 1 (the threshold lives on that scale)
     s = best[0] + best[1]
