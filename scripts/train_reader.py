@@ -18,7 +18,9 @@ run never saw (fresh optimiser and schedule):
 
 ``--holdout N`` keeps N whole paragraphs that no stage has seen out of this one
 too, so that ``scripts/tune_weights.py --exclude`` still finds unseen paragraphs
-to tune on after several stages have used most of the questions.
+to tune on after several stages have used most of the questions. ``--holdout-of
+RUN`` keeps out the paragraphs an earlier run held out, so a later stage leaves
+the same tuning set unseen.
 
 ``train`` is resumable: it checkpoints every ``--save-every`` steps into
 ``--out`` and continues from the last checkpoint when run again with the same
@@ -139,6 +141,23 @@ def held_out_paragraphs(all_qs: list[dict], avail: list[dict], n: int, seed: int
     return set(whole[:n])
 
 
+def run_held_out(ckpt: str, all_qs: list[dict]) -> set[tuple[int, int]]:
+    """The paragraphs the run in ``ckpt`` held out (recomputed from its config.json).
+
+    A later stage passes ``--holdout-of`` that run so it holds out the *same* paragraphs,
+    and the tuning set of the earlier stage stays unseen.
+    """
+    cfg = json.loads((Path(ckpt) / "config.json").read_text())
+    held: set[tuple[int, int]] = set()
+    if cfg.get("holdout"):
+        seen = set(json.loads(Path(cfg["exclude"]).read_text())) if cfg.get("exclude") else set()
+        avail = [q for q in all_qs if q["id"] not in seen]
+        held = held_out_paragraphs(all_qs, avail, cfg["holdout"], cfg["seed"])
+    if cfg.get("holdout_of"):
+        held |= run_held_out(cfg["holdout_of"], all_qs)
+    return held
+
+
 def build_features(args, tok, used: list[str] | None = None) -> list[dict]:
     """Training windows; the ids of the questions they come from are appended to ``used``."""
     rng = random.Random(args.seed)
@@ -149,6 +168,8 @@ def build_features(args, tok, used: list[str] | None = None) -> list[dict]:
         seen = set(json.loads(Path(args.exclude).read_text()))
         qs = [q for q in qs if q["id"] not in seen]
     held = held_out_paragraphs(all_qs, qs, getattr(args, "holdout", 0), args.seed)
+    if getattr(args, "holdout_of", ""):
+        held |= run_held_out(args.holdout_of, all_qs)
     qs = [q for q in qs if (q["article"], q["paragraph"]) not in held]
     paras = paragraphs_by_article(Path(args.train))
     feats: list[dict] = []
@@ -250,6 +271,8 @@ def train(args) -> None:
         config["exclude"] = str(args.exclude or "")
     if args.holdout:
         config["holdout"] = args.holdout
+    if args.holdout_of:
+        config["holdout_of"] = str(args.holdout_of)
     cfg_path = out / "config.json"
     if cfg_path.exists():
         old = json.loads(cfg_path.read_text())
@@ -394,6 +417,8 @@ def main() -> None:
     t.add_argument("--exclude", default="", help="JSON list of question ids to skip (those the --init run used)")
     t.add_argument("--holdout", type=int, default=0,
                    help="keep this many whole unseen paragraphs out of training (for tune_weights)")
+    t.add_argument("--holdout-of", default="",
+                   help="also keep out the paragraphs this earlier run held out (the same tuning set)")
     t.add_argument("--log-every", type=int, default=20)
     t.add_argument("--save-every", type=int, default=100)
     e = sub.add_parser("export")
@@ -417,6 +442,7 @@ def used_ids(args) -> None:
     out = Path(args.ckpt)
     cfg = json.loads((out / "config.json").read_text())
     ns = argparse.Namespace(train=str(DEFAULT_TRAIN), exclude=cfg.get("exclude", ""), holdout=cfg.get("holdout", 0),
+                            holdout_of=cfg.get("holdout_of", ""),
                             **{k: cfg[k] for k in ("examples", "neg_rate", "max_len", "stride", "seed")})
     used: list[str] = []
     build_features(ns, AutoTokenizer.from_pretrained(base_model_path()), used)

@@ -37,7 +37,7 @@ def tok(tr):
 
 
 def _args(train: Path, **kw):
-    base = dict(train=str(train), exclude="", holdout=0, examples=0, neg_rate=0.5,
+    base = dict(train=str(train), exclude="", holdout=0, holdout_of="", examples=0, neg_rate=0.5,
                 max_len=192, stride=64, seed=3)
     return argparse.Namespace(**{**base, **kw})
 
@@ -76,3 +76,32 @@ def test_a_later_stage_skips_excluded_questions_and_keeps_held_out_paragraphs_un
     used_all: list[str] = []
     tr.build_features(_args(small_train, exclude=str(excl)), tok, used_all)
     assert set(used_all) & held_ids
+
+
+def test_holdout_of_keeps_an_earlier_stages_held_out_paragraphs_in_a_later_stage(tr, tok, small_train, tmp_path):
+    qs = tr.load_questions(small_train)
+    first = tmp_path / "first_used.json"
+    first.write_text(json.dumps([q["id"] for q in qs[: len(qs) // 3]]))
+    # the second stage holds out 4 paragraphs and learns from some of the rest; its
+    # config is all a later stage reads
+    stage2 = tmp_path / "stage2"
+    stage2.mkdir()
+    (stage2 / "config.json").write_text(json.dumps({"exclude": str(first), "holdout": 4, "seed": 5}))
+    used2: list[str] = []
+    tr.build_features(_args(small_train, exclude=str(first), holdout=4, seed=5, examples=80), tok, used2)
+    held = tr.run_held_out(str(stage2), qs)
+    assert len(held) == 4
+    held_ids = {q["id"] for q in qs if (q["article"], q["paragraph"]) in held}
+    assert held_ids and not held_ids & set(used2)
+
+    # a third stage on every question the first two left: with --holdout-of it leaves the
+    # same paragraphs unread, without it it learns from them
+    both = tmp_path / "both_used.json"
+    both.write_text(json.dumps(json.loads(first.read_text()) + used2))
+    kept: list[str] = []
+    tr.build_features(_args(small_train, exclude=str(both), holdout_of=str(stage2), seed=9), tok, kept)
+    assert kept and not set(kept) & held_ids
+    assert {q["id"] for q in qs} - set(kept) - set(json.loads(both.read_text())) == held_ids
+    plain: list[str] = []
+    tr.build_features(_args(small_train, exclude=str(both), seed=9), tok, plain)
+    assert set(plain) >= held_ids
