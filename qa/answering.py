@@ -18,8 +18,12 @@ marks number/date/name answers.
 The weights are tuned on SQuAD v1.1 *train* (``scripts/tune_weights.py``); the threshold is
 calibrated on the shipped question set and SQuAD v2.0 dev (``qa eval --calibrate``).
 
-and the question is declared unanswered when the best score is below a threshold
-calibrated by ``qa eval --calibrate`` (stored in ``qa/calibration.json``).
+The question is declared unanswered when the best sentence's *confidence* is below a
+threshold. Confidence is its score plus W_MARGIN times the reader's margin for its
+span, clipped to [-10, 10] and scaled to [-1, 1]: the score's sigmoid of the margin is
+saturated above a margin of ~4, where "confidently answers" and "confidently picks a
+plausible span" still differ. W_MARGIN and the threshold are both chosen by ``qa eval
+--calibrate`` (stored in ``qa/calibration.json``); the ranking does not use W_MARGIN.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ class Calibration:
     w_reader: float = 0.0
     w_reader_top: float = 0.0
     reader_span_margin: float = -4.0  # below this the reader's span is not marked
+    w_margin: float = 0.0  # the reader's margin in the answer/no-answer decision (not the ranking)
     how: str = "default"
     weights_how: str = "default"
     # weights and threshold chosen for answering *without* the reader (its weights
@@ -64,7 +69,7 @@ class Calibration:
         except (OSError, ValueError):
             return cls()
         keys = {"threshold", "w_cos", "w_lex", "w_passage", "w_type", "w_reader", "w_reader_top",
-                "reader_span_margin", "how", "weights_how", "without_reader"}
+                "reader_span_margin", "w_margin", "how", "weights_how", "without_reader"}
         return cls(**{k: v for k, v in data.items() if k in keys})
 
     def for_reader(self, present: bool) -> "Calibration":
@@ -73,7 +78,19 @@ class Calibration:
             return self
         keys = {"threshold", "w_cos", "w_lex", "w_passage", "w_type", "how", "weights_how"}
         own = {k: v for k, v in (self.without_reader or {}).items() if k in keys}
-        return replace(self, w_reader=0.0, w_reader_top=0.0, without_reader=None, **own)
+        return replace(self, w_reader=0.0, w_reader_top=0.0, w_margin=0.0, without_reader=None, **own)
+
+
+MARGIN_CLIP = 10.0
+
+
+def confidence(score: float, margin: float | None, w_margin: float) -> float:
+    """What the no-answer threshold is compared with: the score plus the reader's clipped margin.
+
+    A sentence the reader found no span in (``margin`` None) counts as the clip's floor.
+    """
+    m = -1.0 if margin is None else max(-1.0, min(1.0, margin / MARGIN_CLIP))
+    return score + w_margin * m
 
 
 @dataclass
@@ -305,7 +322,7 @@ def build_quotes(index: Index, cands: list[Candidate], top: int,
         quotes.append(
             Quote(
                 page=page,
-                text=s.text, start=s.start, end=s.end, score=best.score,
+                text=s.text, start=s.start, end=s.end, score=best.score, reader_margin=best.reader_margin,
                 source=sources[s.doc_id], also_in=tuple(also),
                 answer=answer, answer_start=a_start, answer_end=a_end,
                 context_before=text[ctx_start:s.start], context_after=text[s.end:ctx_end],

@@ -159,7 +159,8 @@ class Verbatim:
         sources = {p.doc_id: p.source for p in read}
         quotes = answering.build_quotes(idx, cands, cfg.top, sources)
         t3 = time.perf_counter()
-        no_answer = not quotes or quotes[0].score < cal.threshold
+        no_answer = (not quotes or answering.confidence(quotes[0].score, quotes[0].reader_margin, cal.w_margin)
+                     < cal.threshold)
         timings = {
             "encode": (t1 - t0) * 1e3, "retrieve": (t2 - t1) * 1e3,
             "answer": (t3 - t2) * 1e3, "total": (t3 - t0) * 1e3,

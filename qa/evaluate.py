@@ -171,6 +171,13 @@ class Prediction:
     no_answer_correct: bool
     expected: list[str] = field(default_factory=list)
     mode: str = "hybrid"
+    margin: float | None = None  # the reader's margin for the best candidate's span
+
+    def confidence(self, w_margin: float) -> float | None:
+        """The value the no-answer threshold is compared with (``answering.confidence``)."""
+        from .answering import confidence
+
+        return None if self.score is None else confidence(self.score, self.margin, w_margin)
 
 
 def _matches_source(source, gold: str | None) -> bool:
@@ -215,7 +222,7 @@ def run_questions(service, questions: list[EvalQuestion], mode: str = "hybrid",
             em=em, f1=f1,
             source_correct=(_matches_source(top1.source, q.source) if top1 else False) if q.source else None,
             no_answer_correct=res.no_answer == (not q.answerable),
-            expected=q.answers, mode=mode,
+            expected=q.answers, mode=mode, margin=best.reader_margin if best is not None else None,
         ))
     return preds
 
@@ -343,14 +350,15 @@ def _esc(s) -> str:
     return html.escape(str(s))
 
 
-def html_report(name: str, columns: dict[str, dict], preds: list[Prediction], threshold: float) -> str:
-    right = [p.score for p in preds if p.answerable and p.best_contains and p.score is not None]
-    wrong = [p.score for p in preds if p.answerable and not p.best_contains and p.score is not None]
-    unans = [p.score for p in preds if not p.answerable and p.score is not None]
+def html_report(name: str, columns: dict[str, dict], preds: list[Prediction], threshold: float,
+                w_margin: float = 0.0) -> str:
+    right = [p.confidence(w_margin) for p in preds if p.answerable and p.best_contains and p.score is not None]
+    wrong = [p.confidence(w_margin) for p in preds if p.answerable and not p.best_contains and p.score is not None]
+    unans = [p.confidence(w_margin) for p in preds if not p.answerable and p.score is not None]
     allv = right + wrong + unans or [0.0, 1.0]
     scores = _histogram_svg({"answerable, right sentence": right, "answerable, wrong sentence": wrong,
                              "unanswerable": unans},
-                            f"Best-candidate score (no-answer threshold {threshold:.3f})", min(allv), max(allv))
+                            f"Best-candidate confidence (no-answer threshold {threshold:.3f})", min(allv), max(allv))
     lat = [p.latency_ms for p in preds]
     latency = _histogram_svg({"latency ms": lat}, "Per-question latency (ms)", 0, max(lat + [1.0]))
     wrong_rows = "".join(
@@ -396,33 +404,54 @@ def squad_service(path: Path, log=print):
     return v, questions, build
 
 
-def calibrate(datasets: dict[str, list[Prediction]]) -> dict:
-    """Pick the no-answer threshold that maximises the mean per-dataset decision accuracy.
+MARGIN_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0)
 
-    A question is handled well at threshold t when it is unanswerable and the best score
-    is below t, or answerable, the best candidate holds a gold answer and its score is at
-    least t. Each dataset counts equally, so a large set does not drown a small one.
+
+def calibrate(datasets: dict[str, list[Prediction]], margin_weights: tuple[float, ...] = (0.0,)) -> dict:
+    """Pick the no-answer threshold (and the reader margin's weight in the decision) that
+    maximise the mean per-dataset decision accuracy.
+
+    A question is handled well at threshold t when it is unanswerable and the best
+    candidate's confidence is below t, or answerable, the best candidate holds a gold
+    answer and its confidence is at least t. Each dataset counts equally, so a large set
+    does not drown a small one. Among margin weights that tie, the smallest wins.
     """
-    cuts = sorted({round(p.score, 4) for ps in datasets.values() for p in ps if p.score is not None})
-    cuts = [0.0] + cuts + [1.01]
-
-    def acc(ps, t):
-        good = sum((not p.answerable and (p.score is None or p.score < t))
-                   or (p.answerable and p.best_contains and p.score is not None and p.score >= t) for p in ps)
+    def acc(ps, w, t):
+        good = 0
+        for p in ps:
+            c = p.confidence(w)
+            good += (not p.answerable and (c is None or c < t)) or (p.answerable and p.best_contains
+                                                                    and c is not None and c >= t)
         return good / len(ps) if ps else 0.0
 
-    scored = [(statistics.mean(acc(ps, t) for ps in datasets.values()), t) for t in cuts]
-    best = max(s for s, _ in scored)
-    ties = [t for s, t in scored if s == best]
-    # answering needs score >= t, so each best cut t stands for the interval (previous cut, t]:
-    # take the middle of the widest-possible best interval
-    lo, hi = min(ties), max(ties)
-    below = [t for t in cuts if t < lo]
-    threshold = ((below[-1] if below else lo) + hi) / 2
+    best = None
+    for w in margin_weights:
+        cuts = sorted({p.confidence(w) for ps in datasets.values() for p in ps if p.score is not None})
+        cuts = [min(cuts, default=0.0) - 0.01] + cuts + [max(cuts, default=0.0) + 0.01]  # answer all / none
+        scored = [statistics.mean(acc(ps, w, t) for ps in datasets.values()) for t in cuts]
+        top = max(scored)
+        # answering needs confidence >= t, so a cut t stands for the interval (previous cut, t];
+        # consecutive best cuts make one interval (best cuts apart from each other do not):
+        # take the middle of the widest
+        runs, start = [], None
+        for k, v in enumerate(scored + [None]):
+            if v == top and start is None:
+                start = k
+            elif v != top and start is not None:
+                runs.append((cuts[max(start - 1, 0)], cuts[k - 1]))
+                start = None
+        lo, hi = max(runs, key=lambda r: r[1] - r[0])
+        threshold = (lo + hi) / 2
+        if lo < round(threshold, 4) <= hi:  # stored rounded where that decides the same
+            threshold = round(threshold, 4)
+        if best is None or top > best[0]:
+            best = (top, w, threshold)
+    objective, w, threshold = best
     return {
-        "threshold": round(threshold, 4),
-        "objective": round(best, 4),
-        "per_dataset_accuracy": {n: round(acc(ps, threshold), 4) for n, ps in datasets.items()},
+        "threshold": threshold,
+        "w_margin": w,
+        "objective": round(objective, 4),
+        "per_dataset_accuracy": {n: round(acc(ps, w, threshold), 4) for n, ps in datasets.items()},
         "sizes": {n: len(ps) for n, ps in datasets.items()},
     }
 
@@ -505,21 +534,23 @@ def cmd_eval(args) -> int:
         columns[mode] = metrics(preds, build)
         all_preds += preds
     wall = time.perf_counter() - t0
-    threshold = service.answer_calibration(use_reader).threshold
+    cal = service.answer_calibration(use_reader)
+    threshold = cal.threshold
     print(f"{path.name}: {len(questions)} questions, {'reader' if use_reader else 'no reader'}, "
-          f"threshold {threshold:.3f}, "
+          f"threshold {threshold:.3f}" + (f" (margin weight {cal.w_margin:g})" if cal.w_margin else "") + ", "
           f"{wall:.1f} s asking" + (f", index built in {build:.1f} s" if build else ""))
     print(table(columns))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(
-            {"file": str(path), "threshold": threshold, "reader": use_reader, "modes": columns,
+            {"file": str(path), "threshold": threshold, "w_margin": cal.w_margin, "reader": use_reader,
+             "modes": columns,
              "wall_seconds": wall}, indent=2))
     if args.predictions:
         with open(args.predictions, "w", encoding="utf-8") as fh:
             for p in all_preds:
                 fh.write(json.dumps(asdict(p), ensure_ascii=False) + "\n")
     if args.report:
-        Path(args.report).write_text(html_report(path.name, columns, all_preds, threshold),
+        Path(args.report).write_text(html_report(path.name, columns, all_preds, threshold, cal.w_margin),
                                      encoding="utf-8")
     return 0
 
@@ -587,15 +618,16 @@ def _cmd_calibrate(args) -> int:
                                                   reader=use_reader)
     else:
         _log(f"{v2} not found: calibrating on the shipped set alone")
-    result = calibrate(sets)
+    result = calibrate(sets, MARGIN_WEIGHTS if use_reader else (0.0,))
     cal = Calibration.load()
-    how = (f"qa eval --calibrate on {time.strftime('%Y-%m-%d')}: threshold maximising the mean over "
-           f"datasets of decision accuracy (unanswerable -> best score below it; answerable -> best "
-           f"sentence holds a gold answer and scores at least it); sizes {result['sizes']}; "
-           f"accuracy {result['per_dataset_accuracy']}")
+    how = (f"qa eval --calibrate on {time.strftime('%Y-%m-%d')}: threshold"
+           + (f" and reader-margin weight (of {list(MARGIN_WEIGHTS)})" if use_reader else "")
+           + " maximising the mean over datasets of decision accuracy (unanswerable -> best confidence "
+           f"below it; answerable -> best sentence holds a gold answer and its confidence is at least it); "
+           f"sizes {result['sizes']}; accuracy {result['per_dataset_accuracy']}")
     if use_reader:
         old = cal.threshold
-        out = {**asdict(cal), "threshold": result["threshold"], "how": how}
+        out = {**asdict(cal), "threshold": result["threshold"], "w_margin": result["w_margin"], "how": how}
     else:  # the fallback's own threshold, beside the reader's
         fallback = cal.for_reader(False)
         old = fallback.threshold
@@ -603,6 +635,7 @@ def _cmd_calibrate(args) -> int:
         out = {**asdict(cal), "without_reader": {**kept, "threshold": result["threshold"],
                                                  "how": how + " (without the reader)"}}
     CALIBRATION_FILE.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"threshold {result['threshold']:.4f} (was {old:.4f})" + ("" if use_reader else ", without the reader"))
+    print(f"threshold {result['threshold']:.4f} (was {old:.4f})"
+          + (f", margin weight {result['w_margin']:g} (was {cal.w_margin:g})" if use_reader else ", without the reader"))
     print(how)
     return 0

@@ -132,12 +132,14 @@ class Quote:
     context_start: int = 0
     context_end: int = 0
     page: int | None = None  # 1-based page of a PDF
+    reader_margin: float | None = None  # reader's span score minus its "no answer" score
 
     def to_dict(self) -> dict:
         return {
             "page": self.page,
             "quote": self.text,
             "score": round(float(self.score), 4),
+            "reader_margin": None if self.reader_margin is None else round(float(self.reader_margin), 3),
             "start": self.start,
             "end": self.end,
             "answer": self.answer,

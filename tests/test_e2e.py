@@ -161,3 +161,22 @@ def test_without_the_reader_answers_use_the_fallback_calibration(real_service):
     assert not r.no_answer and "Suzanne Scholte" in r.answers[0].text
     r, _ = real_service.ask_with_passages("What is the capital of France?", off)
     assert r.no_answer
+
+
+def test_the_no_answer_decision_weighs_the_readers_margin(real_service):
+    """Answered exactly when the quote's confidence (score plus the weighted, clipped margin)
+    reaches the threshold; the margin is in the JSON."""
+    from dataclasses import replace
+
+    from qa import Verbatim, answering
+
+    q = "How many North Korean refugees did China forcibly repatriate in October 2023?"
+    top = real_service.ask(q).answers[0]
+    assert top.answer == "600" and top.reader_margin > 1.0
+    assert top.to_dict()["reader_margin"] == round(top.reader_margin, 3)
+    conf = answering.confidence(top.score, top.reader_margin, 1.0)
+    assert conf > top.score
+    for threshold, refused in ((conf - 1e-6, False), (conf + 1e-6, True)):
+        cal = replace(real_service.calibration, w_margin=1.0, threshold=threshold)
+        v = Verbatim(real_service.corpus_dir, real_service.index_dir, root=real_service.root, calibration=cal)
+        assert v.ask(q).no_answer is refused

@@ -1,10 +1,13 @@
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from qa import evaluate as ev
 
@@ -56,6 +59,26 @@ def test_calibrate_picks_the_separating_threshold():
     out = ev.calibrate({"a": a, "b": b})
     assert 0.45 < out["threshold"] <= 0.5
     assert out["per_dataset_accuracy"] == {"a": 1.0, "b": 1.0}
+    assert out["w_margin"] == 0.0
+    # with margins to weigh, the smallest weight that separates as well is kept
+    assert ev.calibrate({"a": a, "b": b}, (0.0, 0.5))["w_margin"] == 0.0
+
+
+def test_calibrate_weighs_the_readers_margin_when_the_score_alone_cannot_separate():
+    def P(ans, score, margin):
+        return ev.Prediction("i", "q", ans, False, None, None, None, None, None, score, 1.0,
+                             None, ans, ans, ans, 0, 0, None, False, margin=margin)
+
+    # same scores; the unanswerable ones have the reader only weakly preferring a span
+    a = [P(True, 1.5, 9.0), P(True, 1.6, 6.0), P(False, 1.55, 0.5), P(False, 1.5, -3.0)]
+    b = [P(True, 1.4, 8.0), P(False, 1.45, 1.0)]
+    plain = ev.calibrate({"a": a, "b": b})
+    assert plain["objective"] < 1.0
+    out = ev.calibrate({"a": a, "b": b}, ev.MARGIN_WEIGHTS)
+    assert out["objective"] == 1.0 and out["w_margin"] > 0
+    # the stored rule is the one scored: each prediction decided with it comes out right
+    for p in a + b:
+        assert (p.confidence(out["w_margin"]) >= out["threshold"]) == p.answerable
 
 
 @pytest.fixture()
@@ -120,3 +143,24 @@ FLOORS = {"top1_contains_answer": 0.78, "top3_contains_answer": 0.87, "span_f1":
 # no-answer recall 0.857, precision 0.750, source accuracy 0.871
 FALLBACK_FLOORS = {"top1_contains_answer": 0.66, "top3_contains_answer": 0.83, "no_answer_recall": 0.78,
                    "no_answer_precision": 0.62, "source_accuracy": 0.80}
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.booleans(), st.booleans(), st.floats(-1, 3, allow_nan=False),
+                                   st.one_of(st.none(), st.floats(-20, 20, allow_nan=False))),
+                         min_size=1, max_size=12), min_size=1, max_size=3))
+def test_calibrate_stores_a_rule_that_scores_its_objective(sets):
+    """The threshold (and weight) returned decide every set exactly as well as the objective
+    says: ties far apart, or values closer than the stored rounding, cannot move it off."""
+    datasets = {
+        f"d{i}": [ev.Prediction("i", "q", ans, False, None, None, None, None, None, score, 1.0, None,
+                                ok, ok, ans and ok, 0, 0, None, False, margin=margin)
+                  for ans, ok, score, margin in rows]
+        for i, rows in enumerate(sets)
+    }
+    out = ev.calibrate(datasets, ev.MARGIN_WEIGHTS)
+    assert statistics.mean(out["per_dataset_accuracy"][n] for n in datasets) == pytest.approx(out["objective"], abs=1e-4)
+    for n, ps in datasets.items():  # and the accuracy reported is the rule's
+        said = [p.confidence(out["w_margin"]) >= out["threshold"] for p in ps]
+        good = sum((p.answerable and p.best_contains and a) or (not p.answerable and not a) for p, a in zip(ps, said))
+        assert round(good / len(ps), 4) == out["per_dataset_accuracy"][n]
