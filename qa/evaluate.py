@@ -416,29 +416,37 @@ def calibrate(datasets: dict[str, list[Prediction]], margin_weights: tuple[float
     answer and its confidence is at least t. Each dataset counts equally, so a large set
     does not drown a small one. Among margin weights that tie, the smallest wins.
     """
-    def acc(ps, w, t):
-        good = 0
-        for p in ps:
-            c = p.confidence(w)
-            good += (not p.answerable and (c is None or c < t)) or (p.answerable and p.best_contains
-                                                                    and c is not None and c >= t)
-        return good / len(ps) if ps else 0.0
+    import numpy as np
+
+    def rule(ps, w):
+        """Sorted confidences of the unanswerable questions and of the rightly chosen answerable
+        ones, the count of unanswerable ones with none (always right), and the set's size."""
+        unans = np.sort([c for p in ps if not p.answerable and (c := p.confidence(w)) is not None])
+        right = np.sort([c for p in ps if p.answerable and p.best_contains and (c := p.confidence(w)) is not None])
+        return unans, right, sum(not p.answerable and p.score is None for p in ps), len(ps)
+
+    def acc(r, t):  # t: an array of thresholds -> decision accuracy at each
+        unans, right, none, n = r
+        good = np.searchsorted(unans, t, "left") + len(right) - np.searchsorted(right, t, "left") + none
+        return good / n if n else np.zeros_like(t)
 
     best = None
     for w in margin_weights:
-        cuts = sorted({p.confidence(w) for ps in datasets.values() for p in ps if p.score is not None})
-        cuts = [min(cuts, default=0.0) - 0.01] + cuts + [max(cuts, default=0.0) + 0.01]  # answer all / none
-        scored = [statistics.mean(acc(ps, w, t) for ps in datasets.values()) for t in cuts]
-        top = max(scored)
+        rules = [rule(ps, w) for ps in datasets.values()]
+        cuts = np.unique([p.confidence(w) for ps in datasets.values() for p in ps if p.score is not None])
+        lo_end, hi_end = (cuts[0], cuts[-1]) if len(cuts) else (0.0, 0.0)
+        cuts = np.concatenate([[lo_end - 0.01], cuts, [hi_end + 0.01]])  # answer all / none
+        scored = np.mean([acc(r, cuts) for r in rules], axis=0)
+        top = scored.max()
         # answering needs confidence >= t, so a cut t stands for the interval (previous cut, t];
         # consecutive best cuts make one interval (best cuts apart from each other do not):
         # take the middle of the widest
         runs, start = [], None
-        for k, v in enumerate(scored + [None]):
-            if v == top and start is None:
+        for k, v in enumerate(list(scored == top) + [False]):
+            if v and start is None:
                 start = k
-            elif v != top and start is not None:
-                runs.append((cuts[max(start - 1, 0)], cuts[k - 1]))
+            elif not v and start is not None:
+                runs.append((float(cuts[max(start - 1, 0)]), float(cuts[k - 1])))
                 start = None
         lo, hi = max(runs, key=lambda r: r[1] - r[0])
         threshold = (lo + hi) / 2
@@ -450,8 +458,9 @@ def calibrate(datasets: dict[str, list[Prediction]], margin_weights: tuple[float
     return {
         "threshold": threshold,
         "w_margin": w,
-        "objective": round(objective, 4),
-        "per_dataset_accuracy": {n: round(acc(ps, w, threshold), 4) for n, ps in datasets.items()},
+        "objective": round(float(objective), 4),
+        "per_dataset_accuracy": {n: round(float(acc(rule(ps, w), np.array([threshold]))[0]), 4)
+                                 for n, ps in datasets.items()},
         "sizes": {n: len(ps) for n, ps in datasets.items()},
     }
 
