@@ -141,21 +141,24 @@ def held_out_paragraphs(all_qs: list[dict], avail: list[dict], n: int, seed: int
     return set(whole[:n])
 
 
-def run_held_out(ckpt: str, all_qs: list[dict]) -> set[tuple[int, int]]:
-    """The paragraphs the run in ``ckpt`` held out (recomputed from its config.json).
-
-    A later stage passes ``--holdout-of`` that run so it holds out the *same* paragraphs,
-    and the tuning set of the earlier stage stays unseen.
-    """
-    cfg = json.loads((Path(ckpt) / "config.json").read_text())
+def held_paragraphs(all_qs: list[dict], seen: set[str], holdout: int, seed: int,
+                    holdout_of: str = "") -> set[tuple[int, int]]:
+    """The paragraphs a stage keeps out: ``holdout`` whole ones none of the ``seen`` questions
+    come from, plus those the run in ``holdout_of`` kept out (recomputed from its config.json,
+    so a later stage leaves an earlier stage's tuning set unseen)."""
     held: set[tuple[int, int]] = set()
-    if cfg.get("holdout"):
-        seen = set(json.loads(Path(cfg["exclude"]).read_text())) if cfg.get("exclude") else set()
-        avail = [q for q in all_qs if q["id"] not in seen]
-        held = held_out_paragraphs(all_qs, avail, cfg["holdout"], cfg["seed"])
-    if cfg.get("holdout_of"):
-        held |= run_held_out(cfg["holdout_of"], all_qs)
+    if holdout:
+        held = held_out_paragraphs(all_qs, [q for q in all_qs if q["id"] not in seen], holdout, seed)
+    if holdout_of:
+        held |= run_held_out(holdout_of, all_qs)
     return held
+
+
+def run_held_out(ckpt: str, all_qs: list[dict]) -> set[tuple[int, int]]:
+    """The paragraphs the run in ``ckpt`` held out."""
+    cfg = json.loads((Path(ckpt) / "config.json").read_text())
+    seen = set(json.loads(Path(cfg["exclude"]).read_text())) if cfg.get("exclude") else set()
+    return held_paragraphs(all_qs, seen, cfg.get("holdout", 0), cfg["seed"], cfg.get("holdout_of", ""))
 
 
 def build_features(args, tok, used: list[str] | None = None) -> list[dict]:
@@ -164,13 +167,9 @@ def build_features(args, tok, used: list[str] | None = None) -> list[dict]:
     all_qs = load_questions(Path(args.train))
     qs = list(all_qs)
     rng.shuffle(qs)
-    if getattr(args, "exclude", None):
-        seen = set(json.loads(Path(args.exclude).read_text()))
-        qs = [q for q in qs if q["id"] not in seen]
-    held = held_out_paragraphs(all_qs, qs, getattr(args, "holdout", 0), args.seed)
-    if getattr(args, "holdout_of", ""):
-        held |= run_held_out(args.holdout_of, all_qs)
-    qs = [q for q in qs if (q["article"], q["paragraph"]) not in held]
+    seen = set(json.loads(Path(args.exclude).read_text())) if getattr(args, "exclude", None) else set()
+    held = held_paragraphs(all_qs, seen, getattr(args, "holdout", 0), args.seed, getattr(args, "holdout_of", ""))
+    qs = [q for q in qs if q["id"] not in seen and (q["article"], q["paragraph"]) not in held]
     paras = paragraphs_by_article(Path(args.train))
     feats: list[dict] = []
     for q in qs:
