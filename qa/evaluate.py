@@ -433,7 +433,8 @@ def calibrate(datasets: dict[str, list[Prediction]], margin_weights: tuple[float
     best = None
     for w in margin_weights:
         rules = [rule(ps, w) for ps in datasets.values()]
-        cuts = np.unique([p.confidence(w) for ps in datasets.values() for p in ps if p.score is not None])
+        # accuracy changes only at the confidence of an unanswerable or a rightly chosen question
+        cuts = np.unique(np.concatenate([x for unans, right, _, _ in rules for x in (unans, right)]))
         lo_end, hi_end = (cuts[0], cuts[-1]) if len(cuts) else (0.0, 0.0)
         cuts = np.concatenate([[lo_end - 0.01], cuts, [hi_end + 0.01]])  # answer all / none
         scored = np.mean([acc(r, cuts) for r in rules], axis=0)
