@@ -18,12 +18,14 @@ marks number/date/name answers.
 The weights are tuned on SQuAD v1.1 *train* (``scripts/tune_weights.py``); the threshold is
 calibrated on the shipped question set and SQuAD v2.0 dev (``qa eval --calibrate``).
 
-The question is declared unanswered when the best sentence's *confidence* is below a
-threshold. Confidence is its score plus W_MARGIN times the reader's margin for its
-span, clipped to [-10, 10] and scaled to [-1, 1]: the score's sigmoid of the margin is
-saturated above a margin of ~4, where "confidently answers" and "confidently picks a
-plausible span" still differ. W_MARGIN and the threshold are both chosen by ``qa eval
---calibrate`` (stored in ``qa/calibration.json``); the ranking does not use W_MARGIN.
+The question is declared unanswered when the *confidence* of the best sentence is below
+a threshold. With the reader, confidence is the logit of a small logistic model, "does the
+best sentence answer?", over the best candidate's score, cosine, lexical overlap, the
+reader's margin and raw score for its span, and its lead over the runner-up
+(``NoAnswerModel``). It is fitted on SQuAD v1.1 *train* questions asked three times: with
+their paragraph in the corpus, without it, and with it replaced by a copy whose sentences
+holding the answer are cut out (``scripts/tune_weights.py --no-answer``). Without the reader, confidence is the score. The threshold is chosen by
+``qa eval --calibrate``; both are stored in ``qa/calibration.json``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from __future__ import annotations
 import bisect
 import json
 import re
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -54,7 +57,8 @@ class Calibration:
     w_reader: float = 0.0
     w_reader_top: float = 0.0
     reader_span_margin: float = -4.0  # below this the reader's span is not marked
-    w_margin: float = 0.0  # the reader's margin in the answer/no-answer decision (not the ranking)
+    # the no-answer model's parameters (NoAnswerModel.to_dict), None: confidence is the score
+    no_answer: dict | None = None
     how: str = "default"
     weights_how: str = "default"
     # weights and threshold chosen for answering *without* the reader (its weights
@@ -69,28 +73,22 @@ class Calibration:
         except (OSError, ValueError):
             return cls()
         keys = {"threshold", "w_cos", "w_lex", "w_passage", "w_type", "w_reader", "w_reader_top",
-                "reader_span_margin", "w_margin", "how", "weights_how", "without_reader"}
+                "reader_span_margin", "no_answer", "how", "weights_how", "without_reader"}
+        if data.get("no_answer") is not None:
+            try:
+                NoAnswerModel.from_dict(data["no_answer"])
+            except (KeyError, TypeError, ValueError) as e:  # its threshold is meaningless without it
+                warnings.warn(f"{path}: unusable no-answer model ({e}); using the default calibration")
+                return cls()
         return cls(**{k: v for k, v in data.items() if k in keys})
 
     def for_reader(self, present: bool) -> "Calibration":
         """The calibration to answer with when the reader is (not) present."""
-        if present or not self.w_reader and not self.w_reader_top:
+        if present or not (self.w_reader or self.w_reader_top or self.no_answer):
             return self
         keys = {"threshold", "w_cos", "w_lex", "w_passage", "w_type", "how", "weights_how"}
         own = {k: v for k, v in (self.without_reader or {}).items() if k in keys}
-        return replace(self, w_reader=0.0, w_reader_top=0.0, w_margin=0.0, without_reader=None, **own)
-
-
-MARGIN_CLIP = 10.0
-
-
-def confidence(score: float, margin: float | None, w_margin: float) -> float:
-    """What the no-answer threshold is compared with: the score plus the reader's clipped margin.
-
-    A sentence the reader found no span in (``margin`` None) counts as the clip's floor.
-    """
-    m = -1.0 if margin is None else max(-1.0, min(1.0, margin / MARGIN_CLIP))
-    return score + w_margin * m
+        return replace(self, w_reader=0.0, w_reader_top=0.0, no_answer=None, without_reader=None, **own)
 
 
 @dataclass
@@ -279,6 +277,90 @@ def candidates(index: Index, question: str, qvec: np.ndarray, passages: list[Pas
 def combine(c: Candidate, cal: Calibration) -> float:
     return (cal.w_cos * c.cos + cal.w_lex * c.lex + cal.w_passage * c.passage + cal.w_type * c.typed
             + cal.w_reader * c.reader + cal.w_reader_top * c.reader_top)
+
+
+# --------------------------------------------------------------------------- no answer
+
+NO_ANSWER_FEATURES = ("score", "cos", "lex", "reader_margin", "reader_score", "lead")
+# reader margins and span scores are clipped to these (a few outliers lie beyond)
+MARGIN_CLIP = 20.0
+SPAN_SCORE_CLIP = (-15.0, 20.0)
+
+
+def decision_features(cands: list[Candidate]) -> np.ndarray:
+    """What the no-answer model reads (``NO_ANSWER_FEATURES``), from the ranked candidates.
+
+    A best sentence the reader found no span in gets the clips' floors; the lead is over
+    the runner-up's score (0 when there is none).
+    """
+    b = cands[0]
+    margin = -MARGIN_CLIP if b.reader_margin is None else min(MARGIN_CLIP, max(-MARGIN_CLIP, b.reader_margin))
+    lo, hi = SPAN_SCORE_CLIP
+    span = lo if b.reader_score is None else min(hi, max(lo, b.reader_score))
+    runner_up = cands[1].score if len(cands) > 1 else 0.0
+    return np.array([b.score, b.cos, b.lex, margin, span, b.score - runner_up], dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class NoAnswerModel:
+    """Logistic regression on standardised ``decision_features``: logit of "the best
+    sentence answers the question"."""
+
+    mean: tuple[float, ...]
+    scale: tuple[float, ...]
+    coef: tuple[float, ...]
+    bias: float
+    features: tuple[str, ...] = NO_ANSWER_FEATURES
+
+    def logit(self, x: np.ndarray) -> np.ndarray | float:
+        z = (np.asarray(x, dtype=np.float64) - self.mean) / self.scale
+        return z @ np.asarray(self.coef) + self.bias
+
+    @classmethod
+    def fit(cls, X: np.ndarray, y: np.ndarray, l2: float = 1e-2, steps: int = 50) -> "NoAnswerModel":
+        """Maximum likelihood with a small L2 penalty (not on the bias), by Newton's method."""
+        X, y = np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64)
+        mean, scale = X.mean(axis=0), X.std(axis=0)
+        scale[scale == 0] = 1.0
+        Z = np.c_[(X - mean) / scale, np.ones(len(X))]
+        w = np.zeros(Z.shape[1])
+        penalty = l2 * np.r_[np.ones(Z.shape[1] - 1), 0.0]
+        for _ in range(steps):
+            p = 1.0 / (1.0 + np.exp(-(Z @ w)))
+            grad = Z.T @ (p - y) + penalty * w
+            hess = (Z * (p * (1 - p))[:, None]).T @ Z + np.diag(penalty) + 1e-9 * np.eye(len(w))
+            step = np.linalg.solve(hess, grad)
+            w -= step
+            if np.abs(step).max() < 1e-10:
+                break
+        return cls(tuple(mean.tolist()), tuple(scale.tolist()), tuple(w[:-1].tolist()), float(w[-1]))
+
+    def to_dict(self) -> dict:
+        return {"features": list(self.features), "mean": list(self.mean), "scale": list(self.scale),
+                "coef": list(self.coef), "bias": self.bias}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "NoAnswerModel":
+        if tuple(d.get("features", ())) != NO_ANSWER_FEATURES:
+            raise ValueError(f"no-answer model for features {d.get('features')}, not {NO_ANSWER_FEATURES}")
+        n = len(NO_ANSWER_FEATURES)
+        mean, scale, coef = (tuple(float(x) for x in d[k]) for k in ("mean", "scale", "coef"))
+        if not len(mean) == len(scale) == len(coef) == n:
+            raise ValueError("wrong number of parameters")
+        bias = float(d["bias"])
+        if not np.isfinite([*mean, *scale, *coef, bias]).all() or min(scale) <= 0:
+            raise ValueError("parameters must be finite, scales positive")
+        return cls(mean, scale, coef, bias)
+
+
+def confidence(cands: list[Candidate], cal: Calibration) -> float | None:
+    """What the no-answer threshold is compared with (None: no candidate at all): the
+    no-answer model's logit when the calibration has one, else the best score."""
+    if not cands:
+        return None
+    if cal.no_answer:
+        return float(NoAnswerModel.from_dict(cal.no_answer).logit(decision_features(cands)))
+    return cands[0].score
 
 
 def _norm(text: str) -> str:

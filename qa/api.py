@@ -158,9 +158,9 @@ class Verbatim:
         cands = answering.candidates(idx, q, qvec, read, cal, reader)
         sources = {p.doc_id: p.source for p in read}
         quotes = answering.build_quotes(idx, cands, cfg.top, sources)
+        confidence = answering.confidence(cands, cal)
         t3 = time.perf_counter()
-        no_answer = (not quotes or answering.confidence(quotes[0].score, quotes[0].reader_margin, cal.w_margin)
-                     < cal.threshold)
+        no_answer = confidence is None or confidence < cal.threshold
         timings = {
             "encode": (t1 - t0) * 1e3, "retrieve": (t2 - t1) * 1e3,
             "answer": (t3 - t2) * 1e3, "total": (t3 - t0) * 1e3,
@@ -170,8 +170,8 @@ class Verbatim:
             closest = tuple(
                 replace(x, answer=None, answer_start=None, answer_end=None) for x in quotes
             )
-            return AskResult(q, (), True, closest, timings), passages
-        return AskResult(q, tuple(quotes), False, (), timings), passages
+            return AskResult(q, (), True, closest, timings, confidence), passages
+        return AskResult(q, tuple(quotes), False, (), timings, confidence), passages
 
 
 def _inside(path: Path, root: Path) -> bool:

@@ -172,12 +172,7 @@ class Prediction:
     expected: list[str] = field(default_factory=list)
     mode: str = "hybrid"
     margin: float | None = None  # the reader's margin for the best candidate's span
-
-    def confidence(self, w_margin: float) -> float | None:
-        """The value the no-answer threshold is compared with (``answering.confidence``)."""
-        from .answering import confidence
-
-        return None if self.score is None else confidence(self.score, self.margin, w_margin)
+    confidence: float | None = None  # what the no-answer threshold was compared with
 
 
 def _matches_source(source, gold: str | None) -> bool:
@@ -223,6 +218,7 @@ def run_questions(service, questions: list[EvalQuestion], mode: str = "hybrid",
             source_correct=(_matches_source(top1.source, q.source) if top1 else False) if q.source else None,
             no_answer_correct=res.no_answer == (not q.answerable),
             expected=q.answers, mode=mode, margin=best.reader_margin if best is not None else None,
+            confidence=res.confidence,
         ))
     return preds
 
@@ -350,11 +346,10 @@ def _esc(s) -> str:
     return html.escape(str(s))
 
 
-def html_report(name: str, columns: dict[str, dict], preds: list[Prediction], threshold: float,
-                w_margin: float = 0.0) -> str:
-    right = [p.confidence(w_margin) for p in preds if p.answerable and p.best_contains and p.score is not None]
-    wrong = [p.confidence(w_margin) for p in preds if p.answerable and not p.best_contains and p.score is not None]
-    unans = [p.confidence(w_margin) for p in preds if not p.answerable and p.score is not None]
+def html_report(name: str, columns: dict[str, dict], preds: list[Prediction], threshold: float) -> str:
+    right = [p.confidence for p in preds if p.answerable and p.best_contains and p.confidence is not None]
+    wrong = [p.confidence for p in preds if p.answerable and not p.best_contains and p.confidence is not None]
+    unans = [p.confidence for p in preds if not p.answerable and p.confidence is not None]
     allv = right + wrong + unans or [0.0, 1.0]
     scores = _histogram_svg({"answerable, right sentence": right, "answerable, wrong sentence": wrong,
                              "unanswerable": unans},
@@ -404,65 +399,59 @@ def squad_service(path: Path, log=print):
     return v, questions, build
 
 
-MARGIN_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0)
-
-
-def calibrate(datasets: dict[str, list[Prediction]], margin_weights: tuple[float, ...] = (0.0,)) -> dict:
-    """Pick the no-answer threshold (and the reader margin's weight in the decision) that
-    maximise the mean per-dataset decision accuracy.
+def calibrate(datasets: dict[str, list[Prediction]]) -> dict:
+    """Pick the no-answer threshold that maximises the mean per-dataset decision accuracy.
 
     A question is handled well at threshold t when it is unanswerable and the best
     candidate's confidence is below t, or answerable, the best candidate holds a gold
     answer and its confidence is at least t. Each dataset counts equally, so a large set
-    does not drown a small one. Among margin weights that tie, the smallest wins.
+    does not drown a small one.
     """
     import numpy as np
 
-    def rule(ps, w):
+    def rule(ps):
         """Sorted confidences of the unanswerable questions and of the rightly chosen answerable
         ones, the count of unanswerable ones with none (always right), and the set's size."""
-        unans = np.sort([c for p in ps if not p.answerable and (c := p.confidence(w)) is not None])
-        right = np.sort([c for p in ps if p.answerable and p.best_contains and (c := p.confidence(w)) is not None])
-        return unans, right, sum(not p.answerable and p.score is None for p in ps), len(ps)
+        unans = np.sort([p.confidence for p in ps if not p.answerable and p.confidence is not None])
+        right = np.sort([p.confidence for p in ps if p.answerable and p.best_contains and p.confidence is not None])
+        return unans, right, sum(not p.answerable and p.confidence is None for p in ps), len(ps)
 
     def acc(r, t):  # t: an array of thresholds -> decision accuracy at each
         unans, right, none, n = r
         good = np.searchsorted(unans, t, "left") + len(right) - np.searchsorted(right, t, "left") + none
         return good / n if n else np.zeros_like(t)
 
-    best = None
-    for w in margin_weights:
-        rules = [rule(ps, w) for ps in datasets.values()]
-        # accuracy changes only at the confidence of an unanswerable or a rightly chosen question
-        cuts = np.unique(np.concatenate([x for unans, right, _, _ in rules for x in (unans, right)]))
-        lo_end, hi_end = (cuts[0], cuts[-1]) if len(cuts) else (0.0, 0.0)
-        cuts = np.concatenate([[lo_end - 0.01], cuts, [hi_end + 0.01]])  # answer all / none
-        scored = np.mean([acc(r, cuts) for r in rules], axis=0)
-        top = scored.max()
-        # answering needs confidence >= t, so a cut t stands for the interval (previous cut, t];
-        # consecutive best cuts make one interval (best cuts apart from each other do not):
-        # take the middle of the widest
-        runs, start = [], None
-        for k, v in enumerate(list(scored == top) + [False]):
-            if v and start is None:
-                start = k
-            elif not v and start is not None:
-                runs.append((float(cuts[max(start - 1, 0)]), float(cuts[k - 1])))
-                start = None
-        lo, hi = max(runs, key=lambda r: r[1] - r[0])
-        threshold = (lo + hi) / 2
-        if lo < round(threshold, 4) <= hi:  # stored rounded where that decides the same
-            threshold = round(threshold, 4)
-        if best is None or top > best[0]:
-            best = (top, w, threshold)
-    objective, w, threshold = best
+    rules = {n: rule(ps) for n, ps in datasets.items()}
+    # accuracy changes only at the confidence of an unanswerable or a rightly chosen question
+    cuts = np.unique(np.concatenate([x for unans, right, _, _ in rules.values() for x in (unans, right)]))
+    lo_end, hi_end = (cuts[0], cuts[-1]) if len(cuts) else (0.0, 0.0)
+    cuts = np.concatenate([[lo_end - 0.01], cuts, [hi_end + 0.01]])  # answer all / none
+    scored = np.mean([acc(r, cuts) for r in rules.values()], axis=0)
+    top = scored.max()
+    # answering needs confidence >= t, so a cut t stands for the interval (previous cut, t];
+    # consecutive best cuts make one interval (best cuts apart from each other do not):
+    # take the middle of the widest
+    runs, start = [], None
+    for k, v in enumerate(list(scored == top) + [False]):
+        if v and start is None:
+            start = k
+        elif not v and start is not None:
+            runs.append((float(cuts[max(start - 1, 0)]), float(cuts[k - 1])))
+            start = None
+    lo, hi = max(runs, key=lambda r: r[1] - r[0])
+    threshold = (lo + hi) / 2
+    if lo < round(threshold, 4) <= hi:  # stored rounded where that decides the same
+        threshold = round(threshold, 4)
     return {
         "threshold": threshold,
-        "w_margin": w,
-        "objective": round(float(objective), 4),
-        "per_dataset_accuracy": {n: round(float(acc(rule(ps, w), np.array([threshold]))[0]), 4)
-                                 for n, ps in datasets.items()},
+        "objective": round(float(top), 4),
+        "per_dataset_accuracy": {n: round(float(acc(r, np.array([threshold]))[0]), 4) for n, r in rules.items()},
         "sizes": {n: len(ps) for n, ps in datasets.items()},
+        # what the rule trades: answerable questions it answers, unanswerable ones it declines
+        "answered_share": {n: round(_mean(p.confidence is not None and p.confidence >= threshold
+                                          for p in ps if p.answerable), 4) for n, ps in datasets.items()},
+        "no_answer_recall": {n: round(_mean(p.confidence is None or p.confidence < threshold
+                                            for p in ps if not p.answerable), 4) for n, ps in datasets.items()},
     }
 
 
@@ -547,12 +536,12 @@ def cmd_eval(args) -> int:
     cal = service.answer_calibration(use_reader)
     threshold = cal.threshold
     print(f"{path.name}: {len(questions)} questions, {'reader' if use_reader else 'no reader'}, "
-          f"threshold {threshold:.3f}" + (f" (margin weight {cal.w_margin:g})" if cal.w_margin else "") + ", "
+          f"threshold {threshold:.3f}" + (" on the no-answer model's logit" if cal.no_answer else "") + ", "
           f"{wall:.1f} s asking" + (f", index built in {build:.1f} s" if build else ""))
     print(table(columns))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(
-            {"file": str(path), "threshold": threshold, "w_margin": cal.w_margin, "reader": use_reader,
+            {"file": str(path), "threshold": threshold, "no_answer_model": bool(cal.no_answer), "reader": use_reader,
              "modes": columns,
              "wall_seconds": wall}, indent=2))
     if args.predictions:
@@ -560,7 +549,7 @@ def cmd_eval(args) -> int:
             for p in all_preds:
                 fh.write(json.dumps(asdict(p), ensure_ascii=False) + "\n")
     if args.report:
-        Path(args.report).write_text(html_report(path.name, columns, all_preds, threshold, cal.w_margin),
+        Path(args.report).write_text(html_report(path.name, columns, all_preds, threshold),
                                      encoding="utf-8")
     return 0
 
@@ -628,16 +617,16 @@ def _cmd_calibrate(args) -> int:
                                                   reader=use_reader)
     else:
         _log(f"{v2} not found: calibrating on the shipped set alone")
-    result = calibrate(sets, MARGIN_WEIGHTS if use_reader else (0.0,))
+    result = calibrate(sets)
     cal = Calibration.load()
     how = (f"qa eval --calibrate on {time.strftime('%Y-%m-%d')}: threshold"
-           + (f" and reader-margin weight (of {list(MARGIN_WEIGHTS)})" if use_reader else "")
+           + (" on the no-answer model's logit" if use_reader and cal.no_answer else "")
            + " maximising the mean over datasets of decision accuracy (unanswerable -> best confidence "
            f"below it; answerable -> best sentence holds a gold answer and its confidence is at least it); "
            f"sizes {result['sizes']}; accuracy {result['per_dataset_accuracy']}")
     if use_reader:
         old = cal.threshold
-        out = {**asdict(cal), "threshold": result["threshold"], "w_margin": result["w_margin"], "how": how}
+        out = {**asdict(cal), "threshold": result["threshold"], "how": how}
     else:  # the fallback's own threshold, beside the reader's
         fallback = cal.for_reader(False)
         old = fallback.threshold
@@ -646,6 +635,8 @@ def _cmd_calibrate(args) -> int:
                                                  "how": how + " (without the reader)"}}
     CALIBRATION_FILE.write_text(json.dumps(out, indent=2) + "\n")
     print(f"threshold {result['threshold']:.4f} (was {old:.4f})"
-          + (f", margin weight {result['w_margin']:g} (was {cal.w_margin:g})" if use_reader else ", without the reader"))
+          + ("" if use_reader else ", without the reader"))
     print(how)
+    print(f"answered share of answerable questions {result['answered_share']}; "
+          f"unanswerable ones declined {result['no_answer_recall']}")
     return 0

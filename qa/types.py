@@ -165,11 +165,14 @@ class AskResult:
     no_answer: bool
     closest: tuple[Quote, ...] = ()  # shown (labelled) when no_answer is true
     timings_ms: dict = field(default_factory=dict)
+    # the best sentence's confidence, compared with the no-answer threshold (None: nothing retrieved)
+    confidence: float | None = None
 
     def to_dict(self) -> dict:
         return {
             "question": self.question,
             "no_answer": self.no_answer,
+            "confidence": None if self.confidence is None else round(float(self.confidence), 4),
             "answers": [q.to_dict() for q in self.answers],
             "closest": [q.to_dict() for q in self.closest],
             "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},

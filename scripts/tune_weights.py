@@ -13,6 +13,14 @@ qa/calibration.json (the threshold is left to `qa eval --calibrate`).
 With --exclude FILE (the ids written by `scripts/train_reader.py used-ids`), only
 paragraphs none of whose questions the reader learned from are sampled, so the
 reader's weight is tuned on questions it has not seen.
+
+With --no-answer (and the reader there), the no-answer model is fitted next, with the
+weights then in qa/calibration.json: every question is asked three times, over the whole
+sample; with its own paragraph left out of retrieval (a question the sources cannot
+answer); and with its paragraph replaced by a copy whose sentences holding a gold answer
+are cut out (one they touch on but do not answer; indexed apart, in index-cut/). A
+logistic model learns from the best candidate's features (``answering.decision_features``)
+whether it holds a gold answer. Its threshold is then chosen by `qa eval --calibrate`.
 """
 
 from __future__ import annotations
@@ -46,6 +54,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--write", action="store_true", help="store the best weights in qa/calibration.json")
     ap.add_argument("--exclude", help="JSON list of question ids to keep out (the reader's training questions)")
+    ap.add_argument("--no-answer", action="store_true",
+                    help="then fit the no-answer model (with the weights in qa/calibration.json)")
     a = ap.parse_args()
     data = json.loads(TRAIN.read_text())["data"]
     paras = [(art["title"], p) for art in data for p in art["paragraphs"]]
@@ -63,7 +73,8 @@ def main() -> None:
         f = work / "corpus" / f"p{i:05d}.txt"
         if not f.exists():
             f.write_text(p["context"])
-        questions += [(q["question"], [x["text"] for x in q["answers"]]) for q in p["qas"]]
+        questions += [(q["question"], [x["text"] for x in q["answers"]], f.name, p["context"],
+                       [(x["answer_start"], len(x["text"])) for x in q["answers"]]) for q in p["qas"]]
     v = Verbatim(work / "corpus", work / "index", root=work)
     t = time.perf_counter()
     v.sync()
@@ -79,7 +90,7 @@ def main() -> None:
     else:
         idx = v.index()
         rows = []  # per question: list of (features, is_correct)
-        for q, golds in questions:
+        for q, golds, *_ in questions:
             qvec = v.query_encoder.encode_queries([q])[0]
             passages = retrieval.retrieve(idx, q, qvec, top=8)
             cands = answering.candidates(idx, q, qvec, passages, v.calibration, reader)
@@ -138,6 +149,118 @@ def main() -> None:
                "w_reader": best[4], "w_reader_top": best[5], "weights_how": how}
         CALIBRATION_FILE.write_text(json.dumps(out, indent=2) + "\n")
         print(f"wrote {CALIBRATION_FILE}: {best}")
+    if a.no_answer and reader:
+        fit_no_answer(v, questions, work, tag, a)
+
+
+def cut_askings(questions, work: Path, cal: Calibration, out: Path) -> None:
+    """A third asking of each question, like one the sources touch on but do not answer: its
+    own paragraph replaced by a copy with the sentences that hold a gold answer cut out."""
+    from qa.chunking import sentence_spans
+
+    corpus = work / "corpus-cut"
+    corpus.mkdir(exist_ok=True)
+    for f in (work / "corpus").iterdir():  # the other paragraphs stay
+        if not (corpus / f.name).exists():
+            (corpus / f.name).write_bytes(f.read_bytes())
+    cut_of = {}
+    for i, (_, _, fname, context, spans) in enumerate(questions):
+        kept = [context[s:e] for s, e in sentence_spans(context)
+                if not any(s < a + n and a < e for a, n in spans)]
+        if len(" ".join(kept).split()) >= 8:  # a paragraph left to read
+            cut_of[i] = f"cut{i:05d}.txt"
+            if not (corpus / cut_of[i]).exists():
+                (corpus / cut_of[i]).write_text(" ".join(kept))
+    v = Verbatim(corpus, work / "index-cut", root=work)
+    t = time.perf_counter()
+    v.sync()
+    print(f"{len(cut_of)} paragraphs with the answer cut out; index ready in {time.perf_counter() - t:.0f} s")
+    idx = v.index()
+    doc_of = lambda name: next(iter(idx.doc_ids_for([name])))  # noqa: E731 (equal texts share one)
+    paragraphs = frozenset(doc_of(f"p{k:05d}.txt") for k in range(len(list((work / "corpus").iterdir()))))
+    rows = []
+    t = time.perf_counter()
+    for i, fname in cut_of.items():
+        q, golds = questions[i][:2]
+        qvec = v.query_encoder.encode_queries([q])[0]
+        flt = retrieval.Filter(doc_ids=(paragraphs - {doc_of(questions[i][2])}) | {doc_of(fname)})
+        passages = retrieval.retrieve(idx, q, qvec, top=8, flt=flt)
+        cands = answering.candidates(idx, q, qvec, passages, cal, v.reader)
+        if cands:
+            rows.append((answering.decision_features(cands), contains_answer(cands[0].sentence.text, golds), 2, i))
+    print(f"no-answer features with the answer cut out, {len(rows)} questions in {time.perf_counter() - t:.0f} s")
+    np.savez(out, X=np.stack([r[0] for r in rows]), y=np.array([r[1] for r in rows]),
+             present=np.array([r[2] for r in rows]), group=np.array([r[3] for r in rows]))
+
+
+def fit_no_answer(v, questions, work: Path, tag: str, a) -> None:
+    cal = Calibration.load()
+    weights = (cal.w_cos, cal.w_lex, cal.w_passage, cal.w_type, cal.w_reader, cal.w_reader_top)
+    feats_file = work / f"no-answer-{tag}-{hashlib.sha256(repr(weights).encode()).hexdigest()[:8]}.npz"
+    if feats_file.exists():
+        z = np.load(feats_file)
+        X, y, present, group = z["X"], z["y"], z["present"], z["group"]
+    else:
+        idx = v.index()
+        doc_of = {Path(d["path"]).name: d["doc_id"] for d in idx.documents()}
+        everything = frozenset(doc_of.values())
+        rows = []
+        t = time.perf_counter()
+        for i, (q, golds, fname, *_) in enumerate(questions):
+            qvec = v.query_encoder.encode_queries([q])[0]
+            own = doc_of[fname]
+            for present, flt in ((1, retrieval.Filter()), (0, retrieval.Filter(doc_ids=everything - {own}))):
+                passages = retrieval.retrieve(idx, q, qvec, top=8, flt=flt)
+                cands = answering.candidates(idx, q, qvec, passages, cal, v.reader)
+                if cands:
+                    rows.append((answering.decision_features(cands), contains_answer(cands[0].sentence.text, golds),
+                                 present, i))
+        print(f"no-answer features for {len(questions)} questions x 2 in {time.perf_counter() - t:.0f} s")
+        X = np.stack([r[0] for r in rows])
+        y, present, group = (np.array([r[k] for r in rows]) for k in (1, 2, 3))
+        np.savez(feats_file, X=X, y=y, present=present, group=group)
+    cut_file = feats_file.with_name(feats_file.stem + "-cut.npz")
+    if not cut_file.exists():
+        cut_askings(questions, work, cal, cut_file)
+    z = np.load(cut_file)
+    X, y, present, group = (np.concatenate([a_, z[k]]) for a_, k in ((X, "X"), (y, "y"), (present, "present"),
+                                                                    (group, "group")))
+
+    def auc(pos, neg):  # probability that a positive outranks a negative (ties: half)
+        both = np.concatenate([pos, neg])
+        ranks = np.argsort(np.argsort(both, kind="stable"), kind="stable") + 1.0
+        for v_ in np.unique(both):  # average ranks of ties
+            m = both == v_
+            ranks[m] = ranks[m].mean()
+        return (ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg))
+
+    # five folds by question (both askings of a question in one fold): held-out logits
+    fold = group % 5
+    held = np.zeros(len(y))
+    for k in range(5):
+        held[fold == k] = answering.NoAnswerModel.fit(X[fold != k], y[fold != k]).logit(X[fold == k])
+    right, absent, cut, wrong = (present == 1) & y, present == 0, present == 2, (present == 1) & ~y
+    score = X[:, 0]
+    print(f"best sentence holds the answer: {y[present == 1].mean():.3f} with its paragraph, "
+          f"{y[present == 0].mean():.3f} without, {y[cut].mean():.3f} with its answer cut out")
+    for name, s in (("score", score), ("no-answer model (5-fold)", held)):
+        print(f"  {name}: AUC right vs paragraph left out {auc(s[right], s[absent]):.3f}, "
+              f"vs answer cut out {auc(s[right], s[cut & ~y]):.3f}, "
+              f"right vs wrong sentence {auc(s[right], s[wrong]):.3f}")
+    model = answering.NoAnswerModel.fit(X, y)
+    print("coefficients (standardised): " + ", ".join(
+        f"{n} {c:+.3f}" for n, c in zip(answering.NO_ANSWER_FEATURES, model.coef)) + f", bias {model.bias:+.3f}")
+    if a.write:
+        how = (f"scripts/tune_weights.py --no-answer on {time.strftime('%Y-%m-%d')}: logistic model on "
+               f"{len(y)} askings of {len(questions)} SQuAD v1.1 train questions, each with its paragraph, "
+               f"without it, and with the sentences holding its answer cut out (open corpus of {a.paragraphs} "
+               f"paragraphs); 5-fold AUC right vs left out {auc(held[right], held[absent]):.3f}, vs cut "
+               f"{auc(held[right], held[cut & ~y]):.3f} (score alone {auc(score[right], score[absent]):.3f}, "
+               f"{auc(score[right], score[cut & ~y]):.3f})")
+        out = {**json.loads(CALIBRATION_FILE.read_text()), "no_answer": {**model.to_dict(), "how": how}}
+        CALIBRATION_FILE.write_text(json.dumps(out, indent=2) + "\n")
+        print(f"wrote the no-answer model to {CALIBRATION_FILE}; its threshold is stale until "
+              "`qa eval --calibrate`")
 
 
 if __name__ == "__main__":

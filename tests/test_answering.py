@@ -1,3 +1,6 @@
+import json
+
+import numpy as np
 import pytest
 
 from qa.answering import answer_span, question_type
@@ -41,3 +44,65 @@ def test_bad_questions_get_one_line_reasons(bad, msg):
 
 def test_question_is_normalised():
     assert clean_question("  who\x00 won\n the   cup? ") == "who won the cup?"
+
+
+# --------------------------------------------------------------------------- no-answer model
+
+
+def _cand(score, cos=0.5, lex=0.5, margin=None, span_score=None):
+    from qa.answering import Candidate
+
+    c = Candidate(None, 0, cos, lex, 1.0)
+    c.score, c.reader_margin, c.reader_score = score, margin, span_score
+    return c
+
+
+def test_decision_features_clip_and_floor_missing_reader_values():
+    from qa.answering import MARGIN_CLIP, SPAN_SCORE_CLIP, decision_features
+
+    x = decision_features([_cand(1.4, 0.7, 0.2, margin=55.0, span_score=-40.0), _cand(1.1)])
+    assert x.tolist() == pytest.approx([1.4, 0.7, 0.2, MARGIN_CLIP, SPAN_SCORE_CLIP[0], 0.3])
+    alone = decision_features([_cand(0.9)])  # no reader span; no runner-up
+    assert alone[3] == -MARGIN_CLIP and alone[4] == SPAN_SCORE_CLIP[0] and alone[5] == pytest.approx(0.9)
+
+
+def test_no_answer_model_learns_the_separating_direction_and_round_trips():
+    from qa.answering import NoAnswerModel
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 6))
+    y = (X[:, 3] + 0.5 * X[:, 1] + 0.3 * rng.normal(size=400)) > 0  # margin and cosine decide
+    m = NoAnswerModel.fit(X, y)
+    assert m.coef[3] > 1 and m.coef[1] > 0.5 and abs(m.coef[0]) < m.coef[1]
+    assert ((m.logit(X) > 0) == y).mean() > 0.9
+    again = NoAnswerModel.from_dict(json.loads(json.dumps(m.to_dict())))
+    assert np.allclose(again.logit(X), m.logit(X))
+    with pytest.raises(ValueError):
+        NoAnswerModel.from_dict({**m.to_dict(), "features": ["score"]})
+
+
+def test_confidence_is_the_models_logit_or_else_the_score(tmp_path):
+    from dataclasses import replace
+
+    from qa.answering import Calibration, NoAnswerModel, confidence, decision_features
+
+    cands = [_cand(1.3, margin=4.0, span_score=9.0), _cand(1.0, margin=-2.0, span_score=3.0)]
+    plain = Calibration()
+    assert confidence([], plain) is None and confidence(cands, plain) == 1.3
+    m = NoAnswerModel((0.0,) * 6, (1.0,) * 6, (0, 0, 0, 0.5, 0, 0), -1.0)
+    cal = replace(plain, no_answer=m.to_dict())
+    assert confidence(cands, cal) == pytest.approx(0.5 * 4.0 - 1.0)
+    assert confidence(cands, cal) == pytest.approx(float(m.logit(decision_features(cands))))
+    # without the reader the model is not used (its features would be missing)
+    assert confidence(cands, cal.for_reader(False)) == 1.3
+    # a damaged model in the file: warned about, and the default calibration is used
+    f = tmp_path / "calibration.json"
+    f.write_text(json.dumps({"threshold": 0.2, "no_answer": {**m.to_dict(), "coef": [1, 2]}}))
+    with pytest.warns(UserWarning, match="no-answer model"):
+        assert Calibration.load(f) == Calibration()
+    f.write_text(json.dumps({"threshold": 0.2, "no_answer": m.to_dict()}))
+    assert Calibration.load(f).no_answer == m.to_dict()
+    for bad in ({"scale": [0.0] * 6}, {"bias": float("nan")}, {"mean": "abcdef"}):
+        f.write_text(json.dumps({"threshold": 0.2, "no_answer": {**m.to_dict(), **bad}}))
+        with pytest.warns(UserWarning, match="no-answer model"):
+            assert Calibration.load(f) == Calibration()
