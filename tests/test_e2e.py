@@ -163,20 +163,25 @@ def test_without_the_reader_answers_use_the_fallback_calibration(real_service):
     assert r.no_answer
 
 
-def test_the_no_answer_decision_weighs_the_readers_margin(real_service):
-    """Answered exactly when the quote's confidence (score plus the weighted, clipped margin)
-    reaches the threshold; the margin is in the JSON."""
+def test_the_no_answer_decision_is_the_confidence_against_the_threshold(real_service):
+    """With the shipped calibration, confidence is the no-answer model's logit; it is in the
+    JSON, higher for an answer the corpus holds than for one it lacks, and the question is
+    answered exactly when it reaches the threshold."""
     from dataclasses import replace
 
     from qa import Verbatim, answering
 
+    cal = real_service.calibration
+    assert cal.no_answer and answering.NoAnswerModel.from_dict(cal.no_answer)
     q = "How many North Korean refugees did China forcibly repatriate in October 2023?"
-    top = real_service.ask(q).answers[0]
+    r = real_service.ask(q)
+    top = r.answers[0]
     assert top.answer == "600" and top.reader_margin > 1.0
     assert top.to_dict()["reader_margin"] == round(top.reader_margin, 3)
-    conf = answering.confidence(top.score, top.reader_margin, 1.0)
-    assert conf > top.score
-    for threshold, refused in ((conf - 1e-6, False), (conf + 1e-6, True)):
-        cal = replace(real_service.calibration, w_margin=1.0, threshold=threshold)
-        v = Verbatim(real_service.corpus_dir, real_service.index_dir, root=real_service.root, calibration=cal)
+    assert r.to_dict()["confidence"] == round(r.confidence, 4)
+    off = real_service.ask("What is the capital of France?")
+    assert off.no_answer and off.confidence < cal.threshold <= r.confidence
+    for threshold, refused in ((r.confidence - 1e-6, False), (r.confidence + 1e-6, True)):
+        v = Verbatim(real_service.corpus_dir, real_service.index_dir, root=real_service.root,
+                     calibration=replace(cal, threshold=threshold))
         assert v.ask(q).no_answer is refused
