@@ -176,8 +176,11 @@ def cut_askings(questions, work: Path, cal: Calibration, out: Path) -> None:
     v.sync()
     print(f"{len(cut_of)} paragraphs with the answer cut out; index ready in {time.perf_counter() - t:.0f} s")
     idx = v.index()
-    doc_of = lambda name: next(iter(idx.doc_ids_for([name])))  # noqa: E731 (equal texts share one)
-    paragraphs = frozenset(doc_of(f"p{k:05d}.txt") for k in range(len(list((work / "corpus").iterdir()))))
+
+    def doc_of(name: str) -> str:  # files with equal texts share one document
+        return next(iter(idx.doc_ids_for([name])))
+
+    paragraphs = frozenset(doc_of(f.name) for f in (work / "corpus").iterdir())
     rows = []
     t = time.perf_counter()
     for i, fname in cut_of.items():
