@@ -24,8 +24,9 @@ best sentence answer?", over the best candidate's score, cosine, lexical overlap
 reader's margin and raw score for its span, and its lead over the runner-up
 (``NoAnswerModel``). It is fitted on SQuAD v1.1 *train* questions asked three times: with
 their paragraph in the corpus, without it, and with it replaced by a copy whose sentences
-holding the answer are cut out (``scripts/tune_weights.py --no-answer``). Without the reader, confidence is the score. The threshold is chosen by
-``qa eval --calibrate``; both are stored in ``qa/calibration.json``.
+holding the answer are cut out (``scripts/tune_weights.py --no-answer``). Without the
+reader, confidence is the score. The threshold is chosen by ``qa eval --calibrate``; both
+are stored in ``qa/calibration.json``, and the model is parsed once, when it is loaded.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import bisect
 import json
 import re
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -57,8 +58,7 @@ class Calibration:
     w_reader: float = 0.0
     w_reader_top: float = 0.0
     reader_span_margin: float = -4.0  # below this the reader's span is not marked
-    # the no-answer model's parameters (NoAnswerModel.to_dict), None: confidence is the score
-    no_answer: dict | None = None
+    no_answer: NoAnswerModel | None = None  # None: confidence is the score
     how: str = "default"
     weights_how: str = "default"
     # weights and threshold chosen for answering *without* the reader (its weights
@@ -74,17 +74,18 @@ class Calibration:
             return cls()
         keys = {"threshold", "w_cos", "w_lex", "w_passage", "w_type", "w_reader", "w_reader_top",
                 "reader_span_margin", "no_answer", "how", "weights_how", "without_reader"}
-        if data.get("no_answer") is not None:
+        fields = {k: v for k, v in data.items() if k in keys}
+        if fields.get("no_answer") is not None:  # parsed once here, not per question
             try:
-                NoAnswerModel.from_dict(data["no_answer"])
+                fields["no_answer"] = NoAnswerModel.from_dict(fields["no_answer"])
             except (KeyError, TypeError, ValueError) as e:  # its threshold is meaningless without it
                 warnings.warn(f"{path}: unusable no-answer model ({e}); using the default calibration")
                 return cls()
-        return cls(**{k: v for k, v in data.items() if k in keys})
+        return cls(**fields)
 
     def for_reader(self, present: bool) -> "Calibration":
         """The calibration to answer with when the reader is (not) present."""
-        if present or not (self.w_reader or self.w_reader_top or self.no_answer):
+        if present or not (self.w_reader or self.w_reader_top or self.no_answer is not None):
             return self
         keys = {"threshold", "w_cos", "w_lex", "w_passage", "w_type", "how", "weights_how"}
         own = {k: v for k, v in (self.without_reader or {}).items() if k in keys}
@@ -294,9 +295,8 @@ def decision_features(cands: list[Candidate]) -> np.ndarray:
     the runner-up's score (0 when there is none).
     """
     b = cands[0]
-    margin = -MARGIN_CLIP if b.reader_margin is None else min(MARGIN_CLIP, max(-MARGIN_CLIP, b.reader_margin))
-    lo, hi = SPAN_SCORE_CLIP
-    span = lo if b.reader_score is None else min(hi, max(lo, b.reader_score))
+    margin = float(np.clip(-MARGIN_CLIP if b.reader_margin is None else b.reader_margin, -MARGIN_CLIP, MARGIN_CLIP))
+    span = float(np.clip(SPAN_SCORE_CLIP[0] if b.reader_score is None else b.reader_score, *SPAN_SCORE_CLIP))
     runner_up = cands[1].score if len(cands) > 1 else 0.0
     return np.array([b.score, b.cos, b.lex, margin, span, b.score - runner_up], dtype=np.float64)
 
@@ -311,6 +311,7 @@ class NoAnswerModel:
     coef: tuple[float, ...]
     bias: float
     features: tuple[str, ...] = NO_ANSWER_FEATURES
+    how: str = ""  # how it was fitted
 
     def logit(self, x: np.ndarray) -> np.ndarray | float:
         z = (np.asarray(x, dtype=np.float64) - self.mean) / self.scale
@@ -336,8 +337,7 @@ class NoAnswerModel:
         return cls(tuple(mean.tolist()), tuple(scale.tolist()), tuple(w[:-1].tolist()), float(w[-1]))
 
     def to_dict(self) -> dict:
-        return {"features": list(self.features), "mean": list(self.mean), "scale": list(self.scale),
-                "coef": list(self.coef), "bias": self.bias}
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "NoAnswerModel":
@@ -350,7 +350,7 @@ class NoAnswerModel:
         bias = float(d["bias"])
         if not np.isfinite([*mean, *scale, *coef, bias]).all() or min(scale) <= 0:
             raise ValueError("parameters must be finite, scales positive")
-        return cls(mean, scale, coef, bias)
+        return cls(mean, scale, coef, bias, how=str(d.get("how", "")))
 
 
 def confidence(cands: list[Candidate], cal: Calibration) -> float | None:
@@ -358,8 +358,8 @@ def confidence(cands: list[Candidate], cal: Calibration) -> float | None:
     no-answer model's logit when the calibration has one, else the best score."""
     if not cands:
         return None
-    if cal.no_answer:
-        return float(NoAnswerModel.from_dict(cal.no_answer).logit(decision_features(cands)))
+    if cal.no_answer is not None:
+        return float(cal.no_answer.logit(decision_features(cands)))
     return cands[0].score
 
 

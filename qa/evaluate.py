@@ -536,12 +536,12 @@ def cmd_eval(args) -> int:
     cal = service.answer_calibration(use_reader)
     threshold = cal.threshold
     print(f"{path.name}: {len(questions)} questions, {'reader' if use_reader else 'no reader'}, "
-          f"threshold {threshold:.3f}" + (" on the no-answer model's logit" if cal.no_answer else "") + ", "
+          f"threshold {threshold:.3f}" + (" on the no-answer model's logit" if cal.no_answer is not None else "") + ", "
           f"{wall:.1f} s asking" + (f", index built in {build:.1f} s" if build else ""))
     print(table(columns))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(
-            {"file": str(path), "threshold": threshold, "no_answer_model": bool(cal.no_answer), "reader": use_reader,
+            {"file": str(path), "threshold": threshold, "no_answer_model": cal.no_answer is not None, "reader": use_reader,
              "modes": columns,
              "wall_seconds": wall}, indent=2))
     if args.predictions:
@@ -620,7 +620,7 @@ def _cmd_calibrate(args) -> int:
     result = calibrate(sets)
     cal = Calibration.load()
     how = (f"qa eval --calibrate on {time.strftime('%Y-%m-%d')}: threshold"
-           + (" on the no-answer model's logit" if use_reader and cal.no_answer else "")
+           + (" on the no-answer model's logit" if use_reader and cal.no_answer is not None else "")
            + " maximising the mean over datasets of decision accuracy (unanswerable -> best confidence "
            f"below it; answerable -> best sentence holds a gold answer and its confidence is at least it); "
            f"sizes {result['sizes']}; accuracy {result['per_dataset_accuracy']}")

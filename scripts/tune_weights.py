@@ -32,10 +32,11 @@ import json
 import random
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import mannwhitneyu
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -91,9 +92,7 @@ def main() -> None:
         idx = v.index()
         rows = []  # per question: list of (features, is_correct)
         for q, golds, *_ in questions:
-            qvec = v.query_encoder.encode_queries([q])[0]
-            passages = retrieval.retrieve(idx, q, qvec, top=8)
-            cands = answering.candidates(idx, q, qvec, passages, v.calibration, reader)
+            cands = ranked(v, idx, v.calibration, q, v.query_encoder.encode_queries([q])[0])
             rows.append([((c.cos, c.lex, c.passage, c.typed, c.reader, c.reader_top),
                           contains_answer(c.sentence.text, golds)) for c in cands])
         width = max(len(r) for r in rows)
@@ -153,6 +152,50 @@ def main() -> None:
         fit_no_answer(v, questions, work, tag, a)
 
 
+def ranked(v, idx, cal: Calibration, q: str, qvec, flt: retrieval.Filter = retrieval.Filter()) -> list:
+    """The candidate sentences for ``q``, best first, from the top 8 passages ``flt`` allows."""
+    return answering.candidates(idx, q, qvec, retrieval.retrieve(idx, q, qvec, top=8, flt=flt), cal, v.reader)
+
+
+def doc_of(idx, name: str) -> str:
+    """The document of a corpus file (files with equal texts share one)."""
+    return next(iter(idx.doc_ids_for([name])))
+
+
+# one row per asking: the best candidate's decision features, whether it holds a gold answer,
+# the kind of asking (1 with its paragraph, 0 without, 2 with the answer cut out), the question
+ROW_FIELDS = ("X", "y", "present", "group")
+
+
+def save_rows(path: Path, rows: list[tuple]) -> None:
+    np.savez(path, **{k: np.array([r[n] for r in rows]) for n, k in enumerate(ROW_FIELDS)})
+
+
+def load_rows(path: Path) -> tuple[np.ndarray, ...]:
+    z = np.load(path)
+    return tuple(z[k] for k in ROW_FIELDS)
+
+
+def decision_row(cands: list, golds: list[str], kind: int, i: int) -> tuple:
+    return answering.decision_features(cands), contains_answer(cands[0].sentence.text, golds), kind, i
+
+
+def whole_askings(v, questions, cal: Calibration, out: Path) -> None:
+    """Each question over all the paragraphs, and with its own paragraph left out of
+    retrieval (a question the sources cannot answer)."""
+    idx = v.index()
+    everything = frozenset(doc_of(idx, f.name) for f in (v.corpus_dir).iterdir())
+    rows = []
+    t = time.perf_counter()
+    for i, (q, golds, fname, *_) in enumerate(questions):
+        qvec = v.query_encoder.encode_queries([q])[0]
+        for present, flt in ((1, retrieval.Filter()), (0, retrieval.Filter(doc_ids=everything - {doc_of(idx, fname)}))):
+            if cands := ranked(v, idx, cal, q, qvec, flt):
+                rows.append(decision_row(cands, golds, present, i))
+    print(f"no-answer features for {len(questions)} questions x 2 in {time.perf_counter() - t:.0f} s")
+    save_rows(out, rows)
+
+
 def cut_askings(questions, work: Path, cal: Calibration, out: Path) -> None:
     """A third asking of each question, like one the sources touch on but do not answer: its
     own paragraph replaced by a copy with the sentences that hold a gold answer cut out."""
@@ -176,66 +219,31 @@ def cut_askings(questions, work: Path, cal: Calibration, out: Path) -> None:
     v.sync()
     print(f"{len(cut_of)} paragraphs with the answer cut out; index ready in {time.perf_counter() - t:.0f} s")
     idx = v.index()
-
-    def doc_of(name: str) -> str:  # files with equal texts share one document
-        return next(iter(idx.doc_ids_for([name])))
-
-    paragraphs = frozenset(doc_of(f.name) for f in (work / "corpus").iterdir())
+    paragraphs = frozenset(doc_of(idx, f.name) for f in (work / "corpus").iterdir())
     rows = []
     t = time.perf_counter()
     for i, fname in cut_of.items():
-        q, golds = questions[i][:2]
-        qvec = v.query_encoder.encode_queries([q])[0]
-        flt = retrieval.Filter(doc_ids=(paragraphs - {doc_of(questions[i][2])}) | {doc_of(fname)})
-        passages = retrieval.retrieve(idx, q, qvec, top=8, flt=flt)
-        cands = answering.candidates(idx, q, qvec, passages, cal, v.reader)
-        if cands:
-            rows.append((answering.decision_features(cands), contains_answer(cands[0].sentence.text, golds), 2, i))
+        q, golds, own = questions[i][:3]
+        flt = retrieval.Filter(doc_ids=(paragraphs - {doc_of(idx, own)}) | {doc_of(idx, fname)})
+        if cands := ranked(v, idx, cal, q, v.query_encoder.encode_queries([q])[0], flt):
+            rows.append(decision_row(cands, golds, 2, i))
     print(f"no-answer features with the answer cut out, {len(rows)} questions in {time.perf_counter() - t:.0f} s")
-    np.savez(out, X=np.stack([r[0] for r in rows]), y=np.array([r[1] for r in rows]),
-             present=np.array([r[2] for r in rows]), group=np.array([r[3] for r in rows]))
+    save_rows(out, rows)
 
 
 def fit_no_answer(v, questions, work: Path, tag: str, a) -> None:
     cal = Calibration.load()
     weights = (cal.w_cos, cal.w_lex, cal.w_passage, cal.w_type, cal.w_reader, cal.w_reader_top)
-    feats_file = work / f"no-answer-{tag}-{hashlib.sha256(repr(weights).encode()).hexdigest()[:8]}.npz"
-    if feats_file.exists():
-        z = np.load(feats_file)
-        X, y, present, group = z["X"], z["y"], z["present"], z["group"]
-    else:
-        idx = v.index()
-        doc_of = {Path(d["path"]).name: d["doc_id"] for d in idx.documents()}
-        everything = frozenset(doc_of.values())
-        rows = []
-        t = time.perf_counter()
-        for i, (q, golds, fname, *_) in enumerate(questions):
-            qvec = v.query_encoder.encode_queries([q])[0]
-            own = doc_of[fname]
-            for present, flt in ((1, retrieval.Filter()), (0, retrieval.Filter(doc_ids=everything - {own}))):
-                passages = retrieval.retrieve(idx, q, qvec, top=8, flt=flt)
-                cands = answering.candidates(idx, q, qvec, passages, cal, v.reader)
-                if cands:
-                    rows.append((answering.decision_features(cands), contains_answer(cands[0].sentence.text, golds),
-                                 present, i))
-        print(f"no-answer features for {len(questions)} questions x 2 in {time.perf_counter() - t:.0f} s")
-        X = np.stack([r[0] for r in rows])
-        y, present, group = (np.array([r[k] for r in rows]) for k in (1, 2, 3))
-        np.savez(feats_file, X=X, y=y, present=present, group=group)
-    cut_file = feats_file.with_name(feats_file.stem + "-cut.npz")
+    whole_file = work / f"no-answer-{tag}-{hashlib.sha256(repr(weights).encode()).hexdigest()[:8]}.npz"
+    cut_file = whole_file.with_name(whole_file.stem + "-cut.npz")
+    if not whole_file.exists():
+        whole_askings(v, questions, cal, whole_file)
     if not cut_file.exists():
         cut_askings(questions, work, cal, cut_file)
-    z = np.load(cut_file)
-    X, y, present, group = (np.concatenate([a_, z[k]]) for a_, k in ((X, "X"), (y, "y"), (present, "present"),
-                                                                    (group, "group")))
+    X, y, present, group = (np.concatenate(pair) for pair in zip(load_rows(whole_file), load_rows(cut_file)))
 
     def auc(pos, neg):  # probability that a positive outranks a negative (ties: half)
-        both = np.concatenate([pos, neg])
-        ranks = np.argsort(np.argsort(both, kind="stable"), kind="stable") + 1.0
-        for v_ in np.unique(both):  # average ranks of ties
-            m = both == v_
-            ranks[m] = ranks[m].mean()
-        return (ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg))
+        return mannwhitneyu(pos, neg).statistic / (len(pos) * len(neg))
 
     # five folds by question (both askings of a question in one fold): held-out logits
     fold = group % 5
@@ -260,7 +268,7 @@ def fit_no_answer(v, questions, work: Path, tag: str, a) -> None:
                f"paragraphs); 5-fold AUC right vs left out {auc(held[right], held[absent]):.3f}, vs cut "
                f"{auc(held[right], held[cut & ~y]):.3f} (score alone {auc(score[right], score[absent]):.3f}, "
                f"{auc(score[right], score[cut & ~y]):.3f})")
-        out = {**json.loads(CALIBRATION_FILE.read_text()), "no_answer": {**model.to_dict(), "how": how}}
+        out = {**json.loads(CALIBRATION_FILE.read_text()), "no_answer": replace(model, how=how).to_dict()}
         CALIBRATION_FILE.write_text(json.dumps(out, indent=2) + "\n")
         print(f"wrote the no-answer model to {CALIBRATION_FILE}; its threshold is stale until "
               "`qa eval --calibrate`")

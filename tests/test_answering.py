@@ -82,7 +82,7 @@ def test_no_answer_model_learns_the_separating_direction_and_round_trips():
 
 
 def test_confidence_is_the_models_logit_or_else_the_score(tmp_path):
-    from dataclasses import replace
+    from dataclasses import asdict, replace
 
     from qa.answering import Calibration, NoAnswerModel, confidence, decision_features
 
@@ -90,7 +90,7 @@ def test_confidence_is_the_models_logit_or_else_the_score(tmp_path):
     plain = Calibration()
     assert confidence([], plain) is None and confidence(cands, plain) == 1.3
     m = NoAnswerModel((0.0,) * 6, (1.0,) * 6, (0, 0, 0, 0.5, 0, 0), -1.0)
-    cal = replace(plain, no_answer=m.to_dict())
+    cal = replace(plain, no_answer=m)
     assert confidence(cands, cal) == pytest.approx(0.5 * 4.0 - 1.0)
     assert confidence(cands, cal) == pytest.approx(float(m.logit(decision_features(cands))))
     # without the reader the model is not used (its features would be missing)
@@ -101,7 +101,9 @@ def test_confidence_is_the_models_logit_or_else_the_score(tmp_path):
     with pytest.warns(UserWarning, match="no-answer model"):
         assert Calibration.load(f) == Calibration()
     f.write_text(json.dumps({"threshold": 0.2, "no_answer": m.to_dict()}))
-    assert Calibration.load(f).no_answer == m.to_dict()
+    assert Calibration.load(f).no_answer == m
+    f.write_text(json.dumps(asdict(cal)))  # as `qa eval --calibrate` writes it back
+    assert Calibration.load(f) == cal
     for bad in ({"scale": [0.0] * 6}, {"bias": float("nan")}, {"mean": "abcdef"}):
         f.write_text(json.dumps({"threshold": 0.2, "no_answer": {**m.to_dict(), **bad}}))
         with pytest.warns(UserWarning, match="no-answer model"):

@@ -172,7 +172,7 @@ def test_the_no_answer_decision_is_the_confidence_against_the_threshold(real_ser
     from qa import Verbatim, answering
 
     cal = real_service.calibration
-    assert cal.no_answer and answering.NoAnswerModel.from_dict(cal.no_answer)
+    assert isinstance(cal.no_answer, answering.NoAnswerModel)
     q = "How many North Korean refugees did China forcibly repatriate in October 2023?"
     r = real_service.ask(q)
     top = r.answers[0]
