@@ -399,31 +399,48 @@ def squad_service(path: Path, log=print):
     return v, questions, build
 
 
-def calibrate(datasets: dict[str, list[Prediction]]) -> dict:
+def calibrate(datasets: dict[str, list[Prediction]], unanswerable_share: float | None = None) -> dict:
     """Pick the no-answer threshold that maximises the mean per-dataset decision accuracy.
 
     A question is handled well at threshold t when it is unanswerable and the best
     candidate's confidence is below t, or answerable, the best candidate holds a gold
     answer and its confidence is at least t. Each dataset counts equally, so a large set
     does not drown a small one.
+
+    With `unanswerable_share` s, each dataset's accuracy is taken at that mix of questions:
+    s * (share of its unanswerable questions declined) + (1 - s) * (share of its answerable
+    ones rightly answered), so a set built half of unanswerable questions (SQuAD v2.0) is
+    weighed as if it came in the proportion users ask them. Without it, each dataset's own
+    mix.
     """
     import numpy as np
 
+    if unanswerable_share is not None and not 0 <= unanswerable_share <= 1:
+        raise VerbatimError(f"the share of unanswerable questions must be in [0, 1], not {unanswerable_share}")
+
     def rule(ps):
         """Sorted confidences of the unanswerable questions and of the rightly chosen answerable
-        ones, the count of unanswerable ones with none (always right), and the set's size."""
+        ones, the count of unanswerable ones with none (always right), and the weight of one
+        unanswerable and of one answerable question."""
         unans = np.sort([p.confidence for p in ps if not p.answerable and p.confidence is not None])
         right = np.sort([p.confidence for p in ps if p.answerable and p.best_contains and p.confidence is not None])
-        return unans, right, sum(not p.answerable and p.confidence is None for p in ps), len(ps)
+        n_un = sum(not p.answerable for p in ps)
+        n_ans = len(ps) - n_un
+        if unanswerable_share is None or not n_un or not n_ans:  # the set's own mix
+            w_un = w_ans = 1 / len(ps) if ps else 0.0
+        else:
+            w_un, w_ans = unanswerable_share / n_un, (1 - unanswerable_share) / n_ans
+        return unans, right, n_un - len(unans), w_un, w_ans
 
     def acc(r, t):  # t: an array of thresholds -> decision accuracy at each
-        unans, right, none, n = r
-        good = np.searchsorted(unans, t, "left") + len(right) - np.searchsorted(right, t, "left") + none
-        return good / n if n else np.zeros_like(t)
+        unans, right, none, w_un, w_ans = r
+        declined = np.searchsorted(unans, t, "left") + none
+        answered_right = len(right) - np.searchsorted(right, t, "left")
+        return w_un * declined + w_ans * answered_right
 
     rules = {n: rule(ps) for n, ps in datasets.items()}
     # accuracy changes only at the confidence of an unanswerable or a rightly chosen question
-    cuts = np.unique(np.concatenate([x for unans, right, _, _ in rules.values() for x in (unans, right)]))
+    cuts = np.unique(np.concatenate([x for unans, right, *_ in rules.values() for x in (unans, right)]))
     lo_end, hi_end = (cuts[0], cuts[-1]) if len(cuts) else (0.0, 0.0)
     cuts = np.concatenate([[lo_end - 0.01], cuts, [hi_end + 0.01]])  # answer all / none
     scored = np.mean([acc(r, cuts) for r in rules.values()], axis=0)
@@ -445,6 +462,7 @@ def calibrate(datasets: dict[str, list[Prediction]]) -> dict:
     return {
         "threshold": threshold,
         "objective": round(float(top), 4),
+        "unanswerable_share": unanswerable_share,
         "per_dataset_accuracy": {n: round(float(acc(r, np.array([threshold]))[0]), 4) for n, r in rules.items()},
         "sizes": {n: len(ps) for n, ps in datasets.items()},
         # what the rule trades: answerable questions it answers, unanswerable ones it declines
@@ -477,6 +495,9 @@ def add_eval_parser(sub) -> None:
                    "(open corpus) and store it in qa/calibration.json")
     s.add_argument("--squad-v2", default=str(SQUAD_DIR / "dev-v2.0.json"),
                    help="SQuAD v2.0 file used by --calibrate")
+    s.add_argument("--unanswerable-share", type=float,
+                   help="with --calibrate: weigh each set as if this share of the questions asked were "
+                   "unanswerable (default: the shipped set's own share)")
     s.add_argument("--no-reader", action="store_true",
                    help="answer without the extractive reader (sentence scorer and span heuristic only)")
     s.add_argument("--reader-gold", action="store_true",
@@ -604,10 +625,16 @@ def _cmd_calibrate(args) -> int:
     from .answering import CALIBRATION_FILE, Calibration
     from .api import Verbatim
 
+    shipped_questions = load_jsonl(SHIPPED_SET)
+    share = args.unanswerable_share
+    if share is None:  # the in-domain set is our estimate of how often the sources cannot answer
+        share = round(_mean(not q.answerable for q in shipped_questions), 4)
+    if not 0 <= share <= 1:
+        raise VerbatimError(f"--unanswerable-share must be between 0 and 1, not {share}")
     shipped = Verbatim(Path(args.corpus), Path(args.index))
     shipped.ensure_index(log=_log)
     use_reader = not args.no_reader and shipped.reader is not None
-    sets = {"shipped": run_questions(shipped, load_jsonl(SHIPPED_SET), progress=sys.stderr.isatty(),
+    sets = {"shipped": run_questions(shipped, shipped_questions, progress=sys.stderr.isatty(),
                                      reader=use_reader)}
     v2 = Path(args.squad_v2)
     if v2.is_file():
@@ -617,12 +644,13 @@ def _cmd_calibrate(args) -> int:
                                                   reader=use_reader)
     else:
         _log(f"{v2} not found: calibrating on the shipped set alone")
-    result = calibrate(sets)
+    result = calibrate(sets, unanswerable_share=share)
     cal = Calibration.load()
     how = (f"qa eval --calibrate on {time.strftime('%Y-%m-%d')}: threshold"
            + (" on the no-answer model's logit" if use_reader and cal.no_answer is not None else "")
            + " maximising the mean over datasets of decision accuracy (unanswerable -> best confidence "
-           f"below it; answerable -> best sentence holds a gold answer and its confidence is at least it); "
+           f"below it; answerable -> best sentence holds a gold answer and its confidence is at least it), "
+           f"each set weighed to {share:.0%} unanswerable questions; "
            f"sizes {result['sizes']}; accuracy {result['per_dataset_accuracy']}")
     if use_reader:
         old = cal.threshold

@@ -69,6 +69,26 @@ def test_calibrate_picks_the_separating_threshold():
     assert ev.calibrate({"a": a, "b": b + [none]})["per_dataset_accuracy"]["b"] == 1.0
 
 
+def test_calibrate_weighs_each_set_to_the_unanswerable_share():
+    """A set built half of unanswerable questions pulls the threshold up when each set counts
+    at its own mix; weighed to users' share of unanswerable questions it answers more."""
+    P = lambda ans, conf, ok=True: ev.Prediction("i", "q", ans, False, None, None, None, None, None, conf, 1.0,
+                                                 None, ok, ok, ok, 0, 0, None, False, confidence=conf)
+    # two answerable questions below two unanswerable ones, and two answerable ones above them
+    half = [P(True, 0.1), P(True, 0.2), P(False, 0.3), P(False, 0.4), P(True, 0.8), P(True, 0.9)]
+    own = ev.calibrate({"half": half})
+    assert 0.4 < own["threshold"] <= 0.8 and own["unanswerable_share"] is None
+    assert own["per_dataset_accuracy"]["half"] == round(4 / 6, 4)
+    rare = ev.calibrate({"half": half}, unanswerable_share=0.1)
+    assert rare["threshold"] <= 0.1, "answering all is right for 90% of questions asked"
+    assert rare["per_dataset_accuracy"]["half"] == 0.9 and rare["answered_share"]["half"] == 1.0
+    often = ev.calibrate({"half": half}, unanswerable_share=0.6)
+    assert often["threshold"] == own["threshold"]
+    assert often["per_dataset_accuracy"]["half"] == round(0.6 + 0.4 * 2 / 4, 4)
+    with pytest.raises(ev.VerbatimError, match="share"):
+        ev.calibrate({"half": half}, unanswerable_share=1.5)
+
+
 @pytest.fixture()
 def small_squad(tmp_path):
     data = json.loads((SQUAD / "dev-v1.1.json").read_text())
@@ -137,8 +157,9 @@ FALLBACK_FLOORS = {"top1_contains_answer": 0.66, "top3_contains_answer": 0.83, "
 @settings(max_examples=150, deadline=None)
 @given(st.lists(st.lists(st.tuples(st.booleans(), st.booleans(),
                                    st.one_of(st.none(), st.floats(-10, 10, allow_nan=False))),
-                         min_size=1, max_size=12), min_size=1, max_size=3))
-def test_calibrate_stores_a_rule_that_scores_its_objective(sets):
+                         min_size=1, max_size=12), min_size=1, max_size=3),
+       st.one_of(st.none(), st.floats(0, 1)))
+def test_calibrate_stores_a_rule_that_scores_its_objective(sets, share):
     """The threshold returned decides every set exactly as well as the objective says: ties
     far apart, or values closer than the stored rounding, cannot move it off."""
     datasets = {
@@ -147,9 +168,15 @@ def test_calibrate_stores_a_rule_that_scores_its_objective(sets):
                   for ans, ok, conf in rows]
         for i, rows in enumerate(sets)
     }
-    out = ev.calibrate(datasets)
+    out = ev.calibrate(datasets, unanswerable_share=share)
     assert statistics.mean(out["per_dataset_accuracy"][n] for n in datasets) == pytest.approx(out["objective"], abs=1e-4)
     for n, ps in datasets.items():  # and the accuracy reported is the rule's
         said = [p.confidence is not None and p.confidence >= out["threshold"] for p in ps]
-        good = sum((p.answerable and p.best_contains and a) or (not p.answerable and not a) for p, a in zip(ps, said))
-        assert round(good / len(ps), 4) == out["per_dataset_accuracy"][n]
+        declined = sum(not p.answerable and not a for p, a in zip(ps, said))
+        right = sum(p.answerable and p.best_contains and a for p, a in zip(ps, said))
+        n_un = sum(not p.answerable for p in ps)
+        if share is None or n_un in (0, len(ps)):
+            want = (declined + right) / len(ps)
+        else:
+            want = share * declined / n_un + (1 - share) * right / (len(ps) - n_un)
+        assert out["per_dataset_accuracy"][n] == pytest.approx(want, abs=6e-5)
