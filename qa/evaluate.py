@@ -399,6 +399,14 @@ def squad_service(path: Path, log=print):
     return v, questions, build
 
 
+def share_of_unanswerable(value) -> float:
+    """A share of unanswerable questions, checked (for ``calibrate`` and ``--unanswerable-share``)."""
+    share = float(value)
+    if not 0 <= share <= 1:
+        raise VerbatimError(f"the share of unanswerable questions must be between 0 and 1, not {value}")
+    return share
+
+
 def calibrate(datasets: dict[str, list[Prediction]], unanswerable_share: float | None = None) -> dict:
     """Pick the no-answer threshold that maximises the mean per-dataset decision accuracy.
 
@@ -415,8 +423,8 @@ def calibrate(datasets: dict[str, list[Prediction]], unanswerable_share: float |
     """
     import numpy as np
 
-    if unanswerable_share is not None and not 0 <= unanswerable_share <= 1:
-        raise VerbatimError(f"the share of unanswerable questions must be in [0, 1], not {unanswerable_share}")
+    if unanswerable_share is not None:
+        unanswerable_share = share_of_unanswerable(unanswerable_share)
 
     def rule(ps):
         """Sorted confidences of the unanswerable questions and of the rightly chosen answerable
@@ -626,11 +634,10 @@ def _cmd_calibrate(args) -> int:
     from .api import Verbatim
 
     shipped_questions = load_jsonl(SHIPPED_SET)
-    share = args.unanswerable_share
-    if share is None:  # the in-domain set is our estimate of how often the sources cannot answer
+    if args.unanswerable_share is not None:  # checked before the questions are run
+        share = share_of_unanswerable(args.unanswerable_share)
+    else:  # the in-domain set is our estimate of how often the sources cannot answer
         share = round(_mean(not q.answerable for q in shipped_questions), 4)
-    if not 0 <= share <= 1:
-        raise VerbatimError(f"--unanswerable-share must be between 0 and 1, not {share}")
     shipped = Verbatim(Path(args.corpus), Path(args.index))
     shipped.ensure_index(log=_log)
     use_reader = not args.no_reader and shipped.reader is not None

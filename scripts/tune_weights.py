@@ -184,7 +184,7 @@ def whole_askings(v, questions, cal: Calibration, out: Path) -> None:
     """Each question over all the paragraphs, and with its own paragraph left out of
     retrieval (a question the sources cannot answer)."""
     idx = v.index()
-    everything = frozenset(doc_of(idx, f.name) for f in (v.corpus_dir).iterdir())
+    everything = frozenset(doc_of(idx, f.name) for f in v.corpus_dir.iterdir())
     rows = []
     t = time.perf_counter()
     for i, (q, golds, fname, *_) in enumerate(questions):
@@ -245,19 +245,19 @@ def fit_no_answer(v, questions, work: Path, tag: str, a) -> None:
     def auc(pos, neg):  # probability that a positive outranks a negative (ties: half)
         return mannwhitneyu(pos, neg).statistic / (len(pos) * len(neg))
 
-    # five folds by question (both askings of a question in one fold): held-out logits
+    # five folds by question (all askings of a question in one fold): held-out logits
     fold = group % 5
     held = np.zeros(len(y))
     for k in range(5):
         held[fold == k] = answering.NoAnswerModel.fit(X[fold != k], y[fold != k]).logit(X[fold == k])
     right, absent, cut, wrong = (present == 1) & y, present == 0, present == 2, (present == 1) & ~y
-    score = X[:, 0]
     print(f"best sentence holds the answer: {y[present == 1].mean():.3f} with its paragraph, "
           f"{y[present == 0].mean():.3f} without, {y[cut].mean():.3f} with its answer cut out")
-    for name, s in (("score", score), ("no-answer model (5-fold)", held)):
-        print(f"  {name}: AUC right vs paragraph left out {auc(s[right], s[absent]):.3f}, "
-              f"vs answer cut out {auc(s[right], s[cut & ~y]):.3f}, "
-              f"right vs wrong sentence {auc(s[right], s[wrong]):.3f}")
+    aucs = {}  # signal -> AUC right vs paragraph left out, vs answer cut out, vs wrong sentence
+    for name, s in (("score", X[:, 0]), ("no-answer model (5-fold)", held)):
+        aucs[name] = [auc(s[right], s[absent]), auc(s[right], s[cut & ~y]), auc(s[right], s[wrong])]
+        print(f"  {name}: AUC right vs paragraph left out {aucs[name][0]:.3f}, "
+              f"vs answer cut out {aucs[name][1]:.3f}, right vs wrong sentence {aucs[name][2]:.3f}")
     model = answering.NoAnswerModel.fit(X, y)
     print("coefficients (standardised): " + ", ".join(
         f"{n} {c:+.3f}" for n, c in zip(answering.NO_ANSWER_FEATURES, model.coef)) + f", bias {model.bias:+.3f}")
@@ -265,9 +265,8 @@ def fit_no_answer(v, questions, work: Path, tag: str, a) -> None:
         how = (f"scripts/tune_weights.py --no-answer on {time.strftime('%Y-%m-%d')}: logistic model on "
                f"{len(y)} askings of {len(questions)} SQuAD v1.1 train questions, each with its paragraph, "
                f"without it, and with the sentences holding its answer cut out (open corpus of {a.paragraphs} "
-               f"paragraphs); 5-fold AUC right vs left out {auc(held[right], held[absent]):.3f}, vs cut "
-               f"{auc(held[right], held[cut & ~y]):.3f} (score alone {auc(score[right], score[absent]):.3f}, "
-               f"{auc(score[right], score[cut & ~y]):.3f})")
+               f"paragraphs); 5-fold AUC right vs left out {aucs['no-answer model (5-fold)'][0]:.3f}, vs cut "
+               f"{aucs['no-answer model (5-fold)'][1]:.3f} (score alone {aucs['score'][0]:.3f}, {aucs['score'][1]:.3f})")
         out = {**json.loads(CALIBRATION_FILE.read_text()), "no_answer": replace(model, how=how).to_dict()}
         CALIBRATION_FILE.write_text(json.dumps(out, indent=2) + "\n")
         print(f"wrote the no-answer model to {CALIBRATION_FILE}; its threshold is stale until "

@@ -89,6 +89,12 @@ def test_calibrate_weighs_each_set_to_the_unanswerable_share():
         ev.calibrate({"half": half}, unanswerable_share=1.5)
 
 
+def test_calibrate_rejects_a_bad_share_before_running_anything(tmp_path):
+    p = subprocess.run([QA, "eval", "--calibrate", "--unanswerable-share", "1.5"], capture_output=True,
+                       text=True, env={**os.environ, "VERBATIM_CACHE": str(tmp_path)}, timeout=120)
+    assert p.returncode != 0 and "between 0 and 1" in p.stderr and "Traceback" not in p.stderr
+
+
 @pytest.fixture()
 def small_squad(tmp_path):
     data = json.loads((SQUAD / "dev-v1.1.json").read_text())
