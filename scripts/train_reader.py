@@ -161,6 +161,19 @@ def run_held_out(ckpt: str, all_qs: list[dict]) -> set[tuple[int, int]]:
     return held_paragraphs(all_qs, seen, cfg.get("holdout", 0), cfg["seed"], cfg.get("holdout_of", ""))
 
 
+def cut_answer(context: str, start: int, answer: str) -> str | None:
+    """The paragraph with the sentences that hold the answer cut out (a near miss: the same
+    subject, the answer gone), or None when the answer's words are still in what is left or
+    fewer than 8 words are. Sentences are split as Verbatim splits documents."""
+    from qa.chunking import sentence_spans
+
+    end = start + len(answer)
+    kept = " ".join(context[s:e] for s, e in sentence_spans(context) if not (s < end and start < e))
+    if answer in kept or len(kept.split()) < 8:
+        return None
+    return kept
+
+
 def build_features(args, tok, used: list[str] | None = None) -> list[dict]:
     """Training windows; the ids of the questions they come from are appended to ``used``."""
     rng = random.Random(args.seed)
@@ -184,6 +197,11 @@ def build_features(args, tok, used: list[str] | None = None) -> list[dict]:
                       if k != q["paragraph"] and (q["article"], k) not in held and q["answer_text"] not in c]
             if others:
                 neg = featurize(tok, q["question"], rng.choice(others), None, args.max_len, args.stride)
+                feats.append(rng.choice(neg))
+        if getattr(args, "cut_rate", 0) and rng.random() < args.cut_rate:
+            cut = cut_answer(q["context"], a0, q["answer_text"])
+            if cut:
+                neg = featurize(tok, q["question"], cut, None, args.max_len, args.stride)
                 feats.append(rng.choice(neg))
     if args.examples:
         feats = feats[: args.examples]
@@ -270,6 +288,8 @@ def train(args) -> None:
         config["exclude"] = str(args.exclude or "")
     if args.holdout:
         config["holdout"] = args.holdout
+    if args.cut_rate:  # only when used, so the configs of earlier runs still match on resume
+        config["cut_rate"] = args.cut_rate
     if args.holdout_of:
         config["holdout_of"] = str(args.holdout_of)
     cfg_path = out / "config.json"
@@ -404,6 +424,9 @@ def main() -> None:
     t.add_argument("--out", default=str(ROOT / ".cache" / "reader"))
     t.add_argument("--examples", type=int, default=48000, help="training windows (0: every question; the 87,599 give ~110k)")
     t.add_argument("--neg-rate", type=float, default=0.25, help="share of questions that also get a hard negative")
+    t.add_argument("--cut-rate", type=float, default=0.0,
+                   help="share of questions that also get their own paragraph with the answer sentences cut out, "
+                        "as a near-miss \"no answer\"")
     t.add_argument("--max-len", type=int, default=192)
     t.add_argument("--stride", type=int, default=64)
     t.add_argument("--batch-size", type=int, default=32)
@@ -427,6 +450,7 @@ def main() -> None:
     e.add_argument("--dest", default=str(ROOT / "qa" / "models" / "reader"))
     u = sub.add_parser("used-ids", help="ids of the train questions a run learned from")
     u.add_argument("--ckpt", default=str(ROOT / ".cache" / "reader"))
+    u.add_argument("--train", default=str(DEFAULT_TRAIN))
     args = ap.parse_args()
     if args.cmd == "train":
         train(args)
@@ -442,13 +466,18 @@ def used_ids(args) -> None:
 
     out = Path(args.ckpt)
     cfg = json.loads((out / "config.json").read_text())
-    ns = argparse.Namespace(train=str(DEFAULT_TRAIN), exclude=cfg.get("exclude", ""), holdout=cfg.get("holdout", 0),
-                            holdout_of=cfg.get("holdout_of", ""),
+    ns = argparse.Namespace(train=str(getattr(args, "train", DEFAULT_TRAIN)), exclude=cfg.get("exclude", ""), holdout=cfg.get("holdout", 0),
+                            holdout_of=cfg.get("holdout_of", ""), cut_rate=cfg.get("cut_rate", 0.0),
                             **{k: cfg[k] for k in ("examples", "neg_rate", "max_len", "stride", "seed")})
     used: list[str] = []
     build_features(ns, AutoTokenizer.from_pretrained(base_model_path()), used)
-    if ns.exclude:  # a second stage also learned (through --init) from the first stage's questions
-        used = json.loads(Path(ns.exclude).read_text()) + used
+    # a later stage also learned (through --init) from the earlier stages' questions; a stage
+    # that passes over them again (no --exclude) still counts them once
+    earlier = [ns.exclude] if ns.exclude else []
+    if cfg.get("init"):
+        earlier.append(str(Path(cfg["init"]["from"]) / "used_question_ids.json"))
+    prior = [i for f in earlier if Path(f).exists() for i in json.loads(Path(f).read_text())]
+    used = list(dict.fromkeys(prior + used))
     (out / "used_question_ids.json").write_text(json.dumps(used))
     print(f"{len(used)} question ids -> {out / 'used_question_ids.json'}")
 

@@ -105,3 +105,54 @@ def test_holdout_of_keeps_an_earlier_stages_held_out_paragraphs_in_a_later_stage
     plain: list[str] = []
     tr.build_features(_args(small_train, exclude=str(both), seed=9), tok, plain)
     assert set(plain) >= held_ids
+
+
+def test_cut_answer_leaves_the_paragraph_verbatim_without_the_answer_sentences(tr, small_train):
+    """Every question of three real articles: what is left is the paragraph's own sentences,
+    in order, none of them the one the answer is in, and never the answer's words."""
+    from qa.chunking import sentence_spans
+
+    qs = tr.load_questions(small_train)
+    made = 0
+    for q in qs:
+        a0, text, ctx = q["answer_start"], q["answer_text"], q["context"]
+        cut = tr.cut_answer(ctx, a0, text)
+        if cut is None:
+            continue
+        made += 1
+        assert text not in cut and len(cut.split()) >= 8
+        kept = [ctx[s:e] for s, e in sentence_spans(ctx) if not (s < a0 + len(text) and a0 < e)]
+        assert cut == " ".join(kept)
+        answer_sentence = next(ctx[s:e] for s, e in sentence_spans(ctx) if s <= a0 < e)
+        assert answer_sentence not in cut
+    assert made > len(qs) * 3 // 4  # most paragraphs have sentences besides the answer's
+
+
+def test_cut_rate_adds_near_miss_no_answer_windows_and_zero_changes_nothing(tr, tok, small_train):
+    plain = tr.build_features(_args(small_train, neg_rate=0.0), tok)
+    assert plain == tr.build_features(_args(small_train, neg_rate=0.0, cut_rate=0.0), tok)  # earlier runs reproduce
+    with_cut = tr.build_features(_args(small_train, neg_rate=0.0, cut_rate=1.0), tok)
+    no_answer = lambda feats: sum(f["start"] == 0 for f in feats)  # noqa: E731
+    assert len(with_cut) > len(plain) and no_answer(with_cut) > no_answer(plain) + len(plain) // 2
+    assert sum(f["start"] > 0 for f in with_cut) == sum(f["start"] > 0 for f in plain)
+
+
+def test_used_ids_of_a_second_pass_count_every_earlier_stages_questions(tr, tok, small_train, tmp_path):
+    """A stage that starts from earlier weights without --exclude (a second pass over the data)
+    has still learned from the earlier stages' questions: tuning must keep away from them too."""
+    qs = tr.load_questions(small_train)
+    earlier = tmp_path / "stage1"
+    earlier.mkdir()
+    first = [q["id"] for q in qs[:50]]
+    (earlier / "used_question_ids.json").write_text(json.dumps(first))
+    stage = tmp_path / "stage2"
+    stage.mkdir()
+    cfg = dict(examples=40, neg_rate=0.0, max_len=192, stride=64, seed=3, cut_rate=0.5,
+               init={"from": str(earlier)})
+    (stage / "config.json").write_text(json.dumps(cfg))
+    tr.used_ids(argparse.Namespace(ckpt=str(stage), train=str(small_train)))
+    used = json.loads((stage / "used_question_ids.json").read_text())
+    own: list[str] = []
+    tr.build_features(_args(small_train, examples=40, neg_rate=0.0, cut_rate=0.5), tok, own)
+    assert used[:50] == first and set(used) == set(first) | set(own) and len(used) == len(set(used))
+    assert set(own) - set(first)  # the stage did learn from questions of its own
