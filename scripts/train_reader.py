@@ -174,14 +174,20 @@ def cut_answer(context: str, start: int, answer: str) -> str | None:
     return kept
 
 
-def build_features(args, tok, used: list[str] | None = None) -> list[dict]:
-    """Training windows; the ids of the questions they come from are appended to ``used``."""
+def build_features(args, tok, used: list[str] | None = None, seen: set[str] | None = None,
+                   held: set[tuple[int, int]] | None = None) -> list[dict]:
+    """Training windows; the ids of the questions they come from are appended to ``used``.
+
+    ``seen`` (the --exclude ids) and ``held`` (the held-out paragraphs) are read from the files
+    ``args`` names unless given (``chain_used_ids`` gives them, recomputed from configs)."""
     rng = random.Random(args.seed)
     all_qs = load_questions(Path(args.train))
     qs = list(all_qs)
     rng.shuffle(qs)
-    seen = set(json.loads(Path(args.exclude).read_text())) if getattr(args, "exclude", None) else set()
-    held = held_paragraphs(all_qs, seen, getattr(args, "holdout", 0), args.seed, getattr(args, "holdout_of", ""))
+    if seen is None:
+        seen = set(json.loads(Path(args.exclude).read_text())) if getattr(args, "exclude", None) else set()
+    if held is None:
+        held = held_paragraphs(all_qs, seen, getattr(args, "holdout", 0), args.seed, getattr(args, "holdout_of", ""))
     qs = [q for q in qs if q["id"] not in seen and (q["article"], q["paragraph"]) not in held]
     paras = paragraphs_by_article(Path(args.train))
     feats: list[dict] = []
@@ -249,6 +255,62 @@ def make_model(path: str):
     return Reader()
 
 
+def state_from_onnx(path: Path) -> dict:
+    """The weights of a shipped int8 reader as a state dict for ``make_model``: each quantised
+    tensor dequantised (``scale * (q - zero_point)``, one scale per output channel for the
+    matrices) under the name and layout torch's export took it from, the float tensors as they
+    are. A new stage can then start from the shipped weights when the run that made them is gone
+    (checkpoints live in .cache/ and do not outlive a machine); its first steps also recover
+    what quantisation rounded off."""
+    import onnx
+    import torch
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    tensors = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    # a quantised MatMul weight is named onnx::MatMul_N; its node is named after the module
+    # ("/encoder/encoder/layer.0/attention/self/query/MatMul_quant")
+    module_of = {n.input[1]: n.name.rsplit("/", 1)[0].strip("/").replace("/", ".")
+                 for n in graph.node if n.op_type == "MatMulInteger"}
+    state = {}
+    for name, q in tensors.items():
+        if name.endswith("_quantized"):
+            base = name[: -len("_quantized")]
+            w = (q.astype(np.float32) - tensors[base + "_zero_point"].astype(np.float32)) * tensors[base + "_scale"]
+            if name in module_of:  # MatMul weights are stored [in, out]; nn.Linear keeps [out, in]
+                state[module_of[name] + ".weight"] = torch.from_numpy(np.ascontiguousarray(w.T))
+            else:  # embeddings keep their own names
+                state[base] = torch.from_numpy(w)
+        elif q.dtype == np.float32 and not name.endswith(("_scale", "_zero_point")) and "::" not in name and not name.startswith("/"):
+            state[name] = torch.from_numpy(q.copy())
+    return state
+
+
+def load_init(model, init: Path) -> None:
+    """Start ``model`` from a finished run's checkpoint, or from a shipped model directory's
+    int8 ONNX file when the run is gone; every parameter must be covered."""
+    import torch
+
+    if (init / "last.pt").exists():
+        model.load_state_dict(torch.load(init / "last.pt", weights_only=False, map_location="cpu")["model"])
+        return
+    state = state_from_onnx(init / "reader.int8.onnx")
+    params = dict(model.named_parameters())
+    missing = sorted(set(params) - set(state))
+    unknown = sorted(set(state) - set(model.state_dict()))
+    if missing or unknown:
+        sys.exit(f"{init}: the ONNX weights do not match the model (missing {missing[:3]}, unknown {unknown[:3]})")
+    for k, v in state.items():
+        if tuple(v.shape) != tuple(model.state_dict()[k].shape):
+            sys.exit(f"{init}: {k} has shape {tuple(v.shape)}, the model {tuple(model.state_dict()[k].shape)}")
+    model.load_state_dict(state, strict=False)  # buffers (position ids) stay the model's own
+
+
+def init_weights_file(init: Path) -> Path:
+    """The file a stage's --init weights come from (hashed into its config)."""
+    return init / "last.pt" if (init / "last.pt").exists() else init / "reader.int8.onnx"
+
+
 def collate(feats: list[dict], idx: list[int]):
     import torch
 
@@ -283,7 +345,7 @@ def train(args) -> None:
     }
     if args.init:
         init_cfg = json.loads((Path(args.init) / "config.json").read_text())
-        init_state = Path(args.init) / "last.pt"
+        init_state = init_weights_file(Path(args.init))
         config["init"] = {"from": str(args.init), "sha256": sha256(init_state), "config": init_cfg}
         config["exclude"] = str(args.exclude or "")
     if args.holdout:
@@ -314,8 +376,8 @@ def train(args) -> None:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = make_model(path)
     if args.init:
-        model.load_state_dict(torch.load(Path(args.init) / "last.pt", weights_only=False, map_location="cpu")["model"])
-        print(f"initialised from {args.init}", flush=True)
+        load_init(model, Path(args.init))
+        print(f"initialised from {init_weights_file(Path(args.init))}", flush=True)
     model = model.to(device)
     print(f"training on {device}", flush=True)
     no_decay = ("bias", "LayerNorm.weight")
@@ -437,7 +499,9 @@ def main() -> None:
     t.add_argument("--stop-at", type=int, default=0, help="finish after this many steps (0: the whole plan)")
     t.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     t.add_argument("--device", default="", help="cpu or cuda (default: cuda when available)")
-    t.add_argument("--init", default="", help="start from this run's final weights (a second stage)")
+    t.add_argument("--init", default="",
+                   help="start from this run's final weights (a second stage), or from a shipped model "
+                        "directory such as qa/models/reader (its int8 weights, dequantised)")
     t.add_argument("--exclude", default="", help="JSON list of question ids to skip (those the --init run used)")
     t.add_argument("--holdout", type=int, default=0,
                    help="keep this many whole unseen paragraphs out of training (for tune_weights)")
@@ -451,6 +515,8 @@ def main() -> None:
     u = sub.add_parser("used-ids", help="ids of the train questions a run learned from")
     u.add_argument("--ckpt", default=str(ROOT / ".cache" / "reader"))
     u.add_argument("--train", default=str(DEFAULT_TRAIN))
+    u.add_argument("--out", default="", help="where to write the list (default: the run's directory; "
+                                            ".cache/shipped-reader/ for a shipped model directory)")
     args = ap.parse_args()
     if args.cmd == "train":
         train(args)
@@ -460,26 +526,72 @@ def main() -> None:
         used_ids(args)
 
 
+def chain_used_ids(cfg: dict, train: Path, tok) -> list[str]:
+    """Every train question a run learned from, its own and (through --init) every earlier
+    stage's, earliest first, recomputed from its config alone.
+
+    Each stage's config.json nests the config of the run it started from, so neither the runs'
+    checkpoints nor their used_question_ids.json files are needed: those live in .cache/ and do
+    not outlive a machine, while the shipped model's config carries the whole chain. An
+    --exclude or --holdout-of that names a run of the chain is recomputed the same way; one
+    that names any other run is read from disk.
+    """
+    if cfg.get("train_sha256") and cfg["train_sha256"] != sha256(train):
+        sys.exit(f"{train} is not the file the run was trained on (SHA-256 differs)")
+    runs: dict[str, dict] = {}
+    c = cfg
+    while "config" in (c.get("init") or {}):
+        runs[str(Path(c["init"]["from"]))] = c["init"]["config"]
+        c = c["init"]["config"]
+    all_qs = load_questions(train)
+    done: dict[str, list[str]] = {}
+
+    def ids_in(path: str) -> list[str]:
+        if not path:
+            return []
+        run = str(Path(path).parent)
+        return used_by(runs[run]) if run in runs else json.loads(Path(path).read_text())
+
+    def held_by(c: dict, seen: set[str]) -> set[tuple[int, int]]:
+        held = (held_out_paragraphs(all_qs, [q for q in all_qs if q["id"] not in seen], c["holdout"], c["seed"])
+                if c.get("holdout") else set())
+        ref = str(Path(c["holdout_of"])) if c.get("holdout_of") else ""
+        if ref in runs:
+            held |= held_by(runs[ref], set(ids_in(runs[ref].get("exclude", ""))))
+        elif ref:
+            held |= run_held_out(ref, all_qs)
+        return held
+
+    def used_by(c: dict) -> list[str]:
+        key = json.dumps(c, sort_keys=True)
+        if key not in done:
+            init = c.get("init") or {}
+            prior = (used_by(init["config"]) if "config" in init
+                     else ids_in(str(Path(init["from"]) / "used_question_ids.json")) if init else [])
+            seen = set(ids_in(c.get("exclude", "")))
+            ns = argparse.Namespace(train=str(train), cut_rate=c.get("cut_rate", 0.0),
+                                    **{k: c[k] for k in ("examples", "neg_rate", "max_len", "stride", "seed")})
+            own: list[str] = []
+            build_features(ns, tok, own, seen=seen, held=held_by(c, seen))
+            done[key] = list(dict.fromkeys(prior + own))
+        return done[key]
+
+    return used_by(cfg)
+
+
 def used_ids(args) -> None:
     """Write the ids of the train questions the run learned from (tuning must avoid them)."""
     from transformers import AutoTokenizer
 
-    out = Path(args.ckpt)
-    cfg = json.loads((out / "config.json").read_text())
-    ns = argparse.Namespace(train=str(getattr(args, "train", DEFAULT_TRAIN)), exclude=cfg.get("exclude", ""), holdout=cfg.get("holdout", 0),
-                            holdout_of=cfg.get("holdout_of", ""), cut_rate=cfg.get("cut_rate", 0.0),
-                            **{k: cfg[k] for k in ("examples", "neg_rate", "max_len", "stride", "seed")})
-    used: list[str] = []
-    build_features(ns, AutoTokenizer.from_pretrained(base_model_path()), used)
-    # a later stage also learned (through --init) from the earlier stages' questions; a stage
-    # that passes over them again (no --exclude) still counts them once
-    earlier = [ns.exclude] if ns.exclude else []
-    if cfg.get("init"):
-        earlier.append(str(Path(cfg["init"]["from"]) / "used_question_ids.json"))
-    prior = [i for f in earlier if Path(f).exists() for i in json.loads(Path(f).read_text())]
-    used = list(dict.fromkeys(prior + used))
-    (out / "used_question_ids.json").write_text(json.dumps(used))
-    print(f"{len(used)} question ids -> {out / 'used_question_ids.json'}")
+    src = Path(args.ckpt)
+    cfg = json.loads((src / "config.json").read_text())
+    used = chain_used_ids(cfg, Path(getattr(args, "train", DEFAULT_TRAIN)), AutoTokenizer.from_pretrained(base_model_path()))
+    # a shipped model directory stays as shipped; its list goes to .cache/
+    default = ROOT / ".cache" / "shipped-reader" if (src / "reader.int8.onnx").exists() else src
+    out = Path(getattr(args, "out", "") or default / "used_question_ids.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(used))
+    print(f"{len(used)} question ids -> {out}")
 
 
 if __name__ == "__main__":

@@ -156,3 +156,96 @@ def test_used_ids_of_a_second_pass_count_every_earlier_stages_questions(tr, tok,
     tr.build_features(_args(small_train, examples=40, neg_rate=0.0, cut_rate=0.5), tok, own)
     assert used[:50] == first and set(used) == set(first) | set(own) and len(used) == len(set(used))
     assert set(own) - set(first)  # the stage did learn from questions of its own
+
+
+def test_used_ids_are_recomputed_from_the_shipped_config_chain_after_the_runs_are_gone(
+        tr, tok, small_train, tmp_path):
+    """Three stages as they are really chained (a first pass; a second that skips the first's
+    questions and holds paragraphs out; a third pass over everything, cut-out windows added,
+    keeping the second's paragraphs out). The last config alone, which nests the others, gives
+    the same ids once the earlier runs' directories are deleted."""
+    import shutil
+
+    s1, s2, s3 = (tmp_path / n for n in ("s1", "s2", "s3"))
+    for d in (s1, s2, s3):
+        d.mkdir()
+    common = dict(examples=40, neg_rate=0.3, max_len=192, stride=64)
+    cfg1 = {**common, "seed": 3, "cut_rate": 0.0}
+    own1: list[str] = []
+    tr.build_features(_args(small_train, **cfg1), tok, own1)
+    (s1 / "config.json").write_text(json.dumps(cfg1))
+    (s1 / "used_question_ids.json").write_text(json.dumps(own1))
+
+    excl = str(s1 / "used_question_ids.json")
+    cfg2 = {**common, "seed": 5, "cut_rate": 0.0, "holdout": 4, "exclude": excl,
+            "init": {"from": str(s1), "config": cfg1}}
+    own2: list[str] = []
+    tr.build_features(_args(small_train, **{k: v for k, v in cfg2.items() if k != "init"}), tok, own2)
+    (s2 / "config.json").write_text(json.dumps(cfg2))
+    (s2 / "used_question_ids.json").write_text(json.dumps(list(dict.fromkeys(own1 + own2))))
+
+    cfg3 = {**common, "seed": 7, "cut_rate": 0.5, "exclude": "", "holdout_of": str(s2),
+            "train_sha256": tr.sha256(small_train), "init": {"from": str(s2), "config": cfg2}}
+    own3: list[str] = []
+    tr.build_features(_args(small_train, **{k: v for k, v in cfg3.items() if k not in ("init", "train_sha256")}),
+                      tok, own3)
+    held_ids = {q["id"] for q in tr.load_questions(small_train)
+                if (q["article"], q["paragraph"]) in tr.run_held_out(str(s2), tr.load_questions(small_train))}
+    expected = list(dict.fromkeys(own1 + own2 + own3))
+    assert len(held_ids) >= 4 and not set(expected) & held_ids
+    assert set(own3) - set(own1) - set(own2)  # each stage brings questions of its own
+
+    shutil.rmtree(s1)
+    shutil.rmtree(s2)
+    assert tr.chain_used_ids(cfg3, small_train, tok) == expected
+    (s3 / "config.json").write_text(json.dumps(cfg3))
+    out = tmp_path / "ids.json"
+    tr.used_ids(argparse.Namespace(ckpt=str(s3), train=str(small_train), out=str(out)))
+    assert json.loads(out.read_text()) == expected
+
+    other = tmp_path / "other.json"  # a different train file is refused, not silently used
+    other.write_text(small_train.read_text().replace("Notre Dame", "Notre-Dame", 1))
+    with pytest.raises(SystemExit):
+        tr.chain_used_ids(cfg3, other, tok)
+
+
+def test_a_stage_can_start_from_the_shipped_int8_reader(tr, tok):
+    """The shipped ONNX weights, dequantised into the torch model, score real SQuAD dev windows
+    as ONNX Runtime does (the small gap is int8 activations), so a new stage needs no
+    checkpoint that .cache/ may have lost."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    shipped = ROOT / "qa" / "models" / "reader"
+    model = tr.make_model(tr.base_model_path())
+    tr.load_init(model, shipped)
+    model.eval()
+    sess = ort.InferenceSession(str(shipped / "reader.int8.onnx"), providers=["CPUExecutionProvider"])
+    data = json.loads((SQUAD / "dev-v1.1.json").read_text())["data"]
+    agree = total = 0
+    corr = []
+    for art in data[:3]:
+        for para in art["paragraphs"][:3]:
+            for qa in para["qas"][:2]:
+                f = tr.featurize(tok, qa["question"], para["context"], None, 192, 64)[0]
+                ids = torch.tensor([f["input_ids"]])
+                tt = torch.tensor([f["token_type_ids"]])
+                am = torch.ones_like(ids)
+                with torch.no_grad():
+                    s, e = model(ids, am, tt)
+                so, eo = sess.run(None, {"input_ids": ids.numpy(), "attention_mask": am.numpy(),
+                                         "token_type_ids": tt.numpy()})
+                agree += int(s.argmax() == so.argmax()) + int(e.argmax() == eo.argmax())
+                total += 2
+                corr += [np.corrcoef(s.numpy().ravel(), so.ravel())[0, 1],
+                         np.corrcoef(e.numpy().ravel(), eo.ravel())[0, 1]]
+    assert total == 36 and agree >= 0.8 * total
+    assert min(corr) > 0.98
+
+    # the base model alone (nothing loaded) does not: the test can tell weights apart
+    torch.manual_seed(0)
+    base = tr.make_model(tr.base_model_path()).eval()
+    with torch.no_grad():
+        s0, _ = base(ids, am, tt)
+    assert np.corrcoef(s0.numpy().ravel(), so.ravel())[0, 1] < 0.9
