@@ -20,7 +20,8 @@ run never saw (fresh optimiser and schedule):
 too, so that ``scripts/tune_weights.py --exclude`` still finds unseen paragraphs
 to tune on after several stages have used most of the questions. ``--holdout-of
 RUN`` keeps out the paragraphs an earlier run held out, so a later stage leaves
-the same tuning set unseen.
+the same tuning set unseen; RUN may be the shipped ``qa/models/reader``, whose
+held-out paragraphs are recomputed from the config chain it carries.
 
 ``train`` is resumable: it checkpoints every ``--save-every`` steps into
 ``--out`` and continues from the last checkpoint when run again with the same
@@ -142,7 +143,7 @@ def held_out_paragraphs(all_qs: list[dict], avail: list[dict], n: int, seed: int
 
 
 def held_paragraphs(all_qs: list[dict], seen: set[str], holdout: int, seed: int,
-                    holdout_of: str = "") -> set[tuple[int, int]]:
+                    holdout_of: str = "", train: Path | None = None, tok=None) -> set[tuple[int, int]]:
     """The paragraphs a stage keeps out: ``holdout`` whole ones none of the ``seen`` questions
     come from, plus those the run in ``holdout_of`` kept out (recomputed from its config.json,
     so a later stage leaves an earlier stage's tuning set unseen)."""
@@ -150,15 +151,21 @@ def held_paragraphs(all_qs: list[dict], seen: set[str], holdout: int, seed: int,
     if holdout:
         held = held_out_paragraphs(all_qs, [q for q in all_qs if q["id"] not in seen], holdout, seed)
     if holdout_of:
-        held |= run_held_out(holdout_of, all_qs)
+        held |= run_held_out(holdout_of, all_qs, train, tok)
     return held
 
 
-def run_held_out(ckpt: str, all_qs: list[dict]) -> set[tuple[int, int]]:
-    """The paragraphs the run in ``ckpt`` held out."""
+def run_held_out(ckpt: str, all_qs: list[dict], train: Path | None = None, tok=None) -> set[tuple[int, int]]:
+    """The paragraphs the run in ``ckpt`` held out. When the files that says are gone (the
+    earlier runs' directories in .cache/, as for the shipped model directory) they are
+    recomputed from the config chain it nests, given ``train`` and ``tok``."""
     cfg = json.loads((Path(ckpt) / "config.json").read_text())
+    refs = [Path(cfg["exclude"])] if cfg.get("exclude") else []
+    refs += [Path(cfg["holdout_of"]) / "config.json"] if cfg.get("holdout_of") else []
+    if train is not None and tok is not None and not all(r.exists() for r in refs):
+        return _Chain(cfg, train, tok).held(cfg)
     seen = set(json.loads(Path(cfg["exclude"]).read_text())) if cfg.get("exclude") else set()
-    return held_paragraphs(all_qs, seen, cfg.get("holdout", 0), cfg["seed"], cfg.get("holdout_of", ""))
+    return held_paragraphs(all_qs, seen, cfg.get("holdout", 0), cfg["seed"], cfg.get("holdout_of", ""), train, tok)
 
 
 def cut_answer(context: str, start: int, answer: str) -> str | None:
@@ -187,7 +194,8 @@ def build_features(args, tok, used: list[str] | None = None, seen: set[str] | No
     if seen is None:
         seen = set(json.loads(Path(args.exclude).read_text())) if getattr(args, "exclude", None) else set()
     if held is None:
-        held = held_paragraphs(all_qs, seen, getattr(args, "holdout", 0), args.seed, getattr(args, "holdout_of", ""))
+        held = held_paragraphs(all_qs, seen, getattr(args, "holdout", 0), args.seed, getattr(args, "holdout_of", ""),
+                               Path(args.train), tok)
     qs = [q for q in qs if q["id"] not in seen and (q["article"], q["paragraph"]) not in held]
     paras = paragraphs_by_article(Path(args.train))
     feats: list[dict] = []
@@ -506,7 +514,8 @@ def main() -> None:
     t.add_argument("--holdout", type=int, default=0,
                    help="keep this many whole unseen paragraphs out of training (for tune_weights)")
     t.add_argument("--holdout-of", default="",
-                   help="also keep out the paragraphs this earlier run held out (the same tuning set)")
+                   help="also keep out the paragraphs this earlier run held out (the same tuning set); "
+                        "qa/models/reader works too, recomputed from its config chain")
     t.add_argument("--log-every", type=int, default=20)
     t.add_argument("--save-every", type=int, default=100)
     e = sub.add_parser("export")
@@ -526,9 +535,9 @@ def main() -> None:
         used_ids(args)
 
 
-def chain_used_ids(cfg: dict, train: Path, tok) -> list[str]:
-    """Every train question a run learned from, its own and (through --init) every earlier
-    stage's, earliest first, recomputed from its config alone.
+class _Chain:
+    """A run's config and, nested in it through --init, every earlier stage's: what each stage
+    learned from and kept out, recomputed from the configs alone.
 
     Each stage's config.json nests the config of the run it started from, so neither the runs'
     checkpoints nor their used_question_ids.json files are needed: those live in .cache/ and do
@@ -536,47 +545,56 @@ def chain_used_ids(cfg: dict, train: Path, tok) -> list[str]:
     --exclude or --holdout-of that names a run of the chain is recomputed the same way; one
     that names any other run is read from disk.
     """
-    if cfg.get("train_sha256") and cfg["train_sha256"] != sha256(train):
-        sys.exit(f"{train} is not the file the run was trained on (SHA-256 differs)")
-    runs: dict[str, dict] = {}
-    c = cfg
-    while "config" in (c.get("init") or {}):
-        runs[str(Path(c["init"]["from"]))] = c["init"]["config"]
-        c = c["init"]["config"]
-    all_qs = load_questions(train)
-    done: dict[str, list[str]] = {}
 
-    def ids_in(path: str) -> list[str]:
+    def __init__(self, cfg: dict, train: Path, tok):
+        if cfg.get("train_sha256") and cfg["train_sha256"] != sha256(train):
+            sys.exit(f"{train} is not the file the run was trained on (SHA-256 differs)")
+        self.train, self.tok = train, tok
+        self.runs: dict[str, dict] = {}
+        c = cfg
+        while "config" in (c.get("init") or {}):
+            self.runs[str(Path(c["init"]["from"]))] = c["init"]["config"]
+            c = c["init"]["config"]
+        self.all_qs = load_questions(train)
+        self.done: dict[str, list[str]] = {}
+
+    def ids_in(self, path: str) -> list[str]:
         if not path:
             return []
         run = str(Path(path).parent)
-        return used_by(runs[run]) if run in runs else json.loads(Path(path).read_text())
+        return self.used(self.runs[run]) if run in self.runs else json.loads(Path(path).read_text())
 
-    def held_by(c: dict, seen: set[str]) -> set[tuple[int, int]]:
-        held = (held_out_paragraphs(all_qs, [q for q in all_qs if q["id"] not in seen], c["holdout"], c["seed"])
+    def held(self, c: dict) -> set[tuple[int, int]]:
+        """The paragraphs the stage with config ``c`` kept out."""
+        seen = set(self.ids_in(c.get("exclude", "")))
+        held = (held_out_paragraphs(self.all_qs, [q for q in self.all_qs if q["id"] not in seen], c["holdout"], c["seed"])
                 if c.get("holdout") else set())
         ref = str(Path(c["holdout_of"])) if c.get("holdout_of") else ""
-        if ref in runs:
-            held |= held_by(runs[ref], set(ids_in(runs[ref].get("exclude", ""))))
+        if ref in self.runs:
+            held |= self.held(self.runs[ref])
         elif ref:
-            held |= run_held_out(ref, all_qs)
+            held |= run_held_out(ref, self.all_qs, self.train, self.tok)
         return held
 
-    def used_by(c: dict) -> list[str]:
+    def used(self, c: dict) -> list[str]:
+        """Every question the stage with config ``c`` and the stages before it learned from."""
         key = json.dumps(c, sort_keys=True)
-        if key not in done:
+        if key not in self.done:
             init = c.get("init") or {}
-            prior = (used_by(init["config"]) if "config" in init
-                     else ids_in(str(Path(init["from"]) / "used_question_ids.json")) if init else [])
-            seen = set(ids_in(c.get("exclude", "")))
-            ns = argparse.Namespace(train=str(train), cut_rate=c.get("cut_rate", 0.0),
+            prior = (self.used(init["config"]) if "config" in init
+                     else self.ids_in(str(Path(init["from"]) / "used_question_ids.json")) if init else [])
+            ns = argparse.Namespace(train=str(self.train), cut_rate=c.get("cut_rate", 0.0),
                                     **{k: c[k] for k in ("examples", "neg_rate", "max_len", "stride", "seed")})
             own: list[str] = []
-            build_features(ns, tok, own, seen=seen, held=held_by(c, seen))
-            done[key] = list(dict.fromkeys(prior + own))
-        return done[key]
+            build_features(ns, self.tok, own, seen=set(self.ids_in(c.get("exclude", ""))), held=self.held(c))
+            self.done[key] = list(dict.fromkeys(prior + own))
+        return self.done[key]
 
-    return used_by(cfg)
+
+def chain_used_ids(cfg: dict, train: Path, tok) -> list[str]:
+    """Every train question a run learned from, its own and (through --init) every earlier
+    stage's, earliest first, recomputed from its config alone (see ``_Chain``)."""
+    return _Chain(cfg, train, tok).used(cfg)
 
 
 def used_ids(args) -> None:

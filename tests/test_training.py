@@ -195,10 +195,17 @@ def test_used_ids_are_recomputed_from_the_shipped_config_chain_after_the_runs_ar
     assert len(held_ids) >= 4 and not set(expected) & held_ids
     assert set(own3) - set(own1) - set(own2)  # each stage brings questions of its own
 
+    held2 = tr.run_held_out(str(s2), tr.load_questions(small_train))
     shutil.rmtree(s1)
     shutil.rmtree(s2)
     assert tr.chain_used_ids(cfg3, small_train, tok) == expected
     (s3 / "config.json").write_text(json.dumps(cfg3))
+    # a fourth stage started from s3 that keeps its paragraphs out (--holdout-of s3) finds them
+    # from s3's config alone, though the s2 it names is gone
+    assert tr.run_held_out(str(s3), tr.load_questions(small_train), small_train, tok) == held2
+    own4: list[str] = []
+    tr.build_features(_args(small_train, examples=40, neg_rate=0.3, seed=9, holdout_of=str(s3)), tok, own4)
+    assert own4 and not set(own4) & held_ids
     out = tmp_path / "ids.json"
     tr.used_ids(argparse.Namespace(ckpt=str(s3), train=str(small_train), out=str(out)))
     assert json.loads(out.read_text()) == expected
