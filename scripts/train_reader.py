@@ -142,30 +142,12 @@ def held_out_paragraphs(all_qs: list[dict], avail: list[dict], n: int, seed: int
     return set(whole[:n])
 
 
-def held_paragraphs(all_qs: list[dict], seen: set[str], holdout: int, seed: int,
-                    holdout_of: str = "", train: Path | None = None, tok=None) -> set[tuple[int, int]]:
-    """The paragraphs a stage keeps out: ``holdout`` whole ones none of the ``seen`` questions
-    come from, plus those the run in ``holdout_of`` kept out (recomputed from its config.json,
-    so a later stage leaves an earlier stage's tuning set unseen)."""
-    held: set[tuple[int, int]] = set()
-    if holdout:
-        held = held_out_paragraphs(all_qs, [q for q in all_qs if q["id"] not in seen], holdout, seed)
-    if holdout_of:
-        held |= run_held_out(holdout_of, all_qs, train, tok)
-    return held
-
-
-def run_held_out(ckpt: str, all_qs: list[dict], train: Path | None = None, tok=None) -> set[tuple[int, int]]:
-    """The paragraphs the run in ``ckpt`` held out. When the files that says are gone (the
-    earlier runs' directories in .cache/, as for the shipped model directory) they are
-    recomputed from the config chain it nests, given ``train`` and ``tok``."""
+def run_held_out(ckpt: str, train: Path, tok) -> set[tuple[int, int]]:
+    """The paragraphs the run in ``ckpt`` held out, from its config.json (and, for a run whose
+    config nests earlier stages', as the shipped model directory's does, from that chain, so
+    the earlier runs' directories need not exist)."""
     cfg = json.loads((Path(ckpt) / "config.json").read_text())
-    refs = [Path(cfg["exclude"])] if cfg.get("exclude") else []
-    refs += [Path(cfg["holdout_of"]) / "config.json"] if cfg.get("holdout_of") else []
-    if train is not None and tok is not None and not all(r.exists() for r in refs):
-        return _Chain(cfg, train, tok).held(cfg)
-    seen = set(json.loads(Path(cfg["exclude"]).read_text())) if cfg.get("exclude") else set()
-    return held_paragraphs(all_qs, seen, cfg.get("holdout", 0), cfg["seed"], cfg.get("holdout_of", ""), train, tok)
+    return _Chain(cfg, train, tok).held(cfg)
 
 
 def cut_answer(context: str, start: int, answer: str) -> str | None:
@@ -185,17 +167,18 @@ def build_features(args, tok, used: list[str] | None = None, seen: set[str] | No
                    held: set[tuple[int, int]] | None = None) -> list[dict]:
     """Training windows; the ids of the questions they come from are appended to ``used``.
 
-    ``seen`` (the --exclude ids) and ``held`` (the held-out paragraphs) are read from the files
-    ``args`` names unless given (``chain_used_ids`` gives them, recomputed from configs)."""
+    ``seen`` (the --exclude ids) and ``held`` (the held-out paragraphs) come from the files and
+    runs ``args`` names unless given (``_Chain.used`` gives them, recomputed from configs)."""
     rng = random.Random(args.seed)
     all_qs = load_questions(Path(args.train))
     qs = list(all_qs)
     rng.shuffle(qs)
-    if seen is None:
-        seen = set(json.loads(Path(args.exclude).read_text())) if getattr(args, "exclude", None) else set()
-    if held is None:
-        held = held_paragraphs(all_qs, seen, getattr(args, "holdout", 0), args.seed, getattr(args, "holdout_of", ""),
-                               Path(args.train), tok)
+    if seen is None or held is None:  # this stage's own flags, read as a config would be
+        spec = {"exclude": getattr(args, "exclude", "") or "", "holdout": getattr(args, "holdout", 0),
+                "holdout_of": getattr(args, "holdout_of", "") or "", "seed": args.seed}
+        chain = _Chain(spec, Path(args.train), tok, all_qs)
+        seen = set(chain.ids_in(spec["exclude"])) if seen is None else seen
+        held = chain.held(spec) if held is None else held
     qs = [q for q in qs if q["id"] not in seen and (q["article"], q["paragraph"]) not in held]
     paras = paragraphs_by_article(Path(args.train))
     feats: list[dict] = []
@@ -546,7 +529,7 @@ class _Chain:
     that names any other run is read from disk.
     """
 
-    def __init__(self, cfg: dict, train: Path, tok):
+    def __init__(self, cfg: dict, train: Path, tok, all_qs: list[dict] | None = None):
         if cfg.get("train_sha256") and cfg["train_sha256"] != sha256(train):
             sys.exit(f"{train} is not the file the run was trained on (SHA-256 differs)")
         self.train, self.tok = train, tok
@@ -555,7 +538,7 @@ class _Chain:
         while "config" in (c.get("init") or {}):
             self.runs[str(Path(c["init"]["from"]))] = c["init"]["config"]
             c = c["init"]["config"]
-        self.all_qs = load_questions(train)
+        self.all_qs = all_qs if all_qs is not None else load_questions(train)
         self.done: dict[str, list[str]] = {}
 
     def ids_in(self, path: str) -> list[str]:
@@ -565,7 +548,8 @@ class _Chain:
         return self.used(self.runs[run]) if run in self.runs else json.loads(Path(path).read_text())
 
     def held(self, c: dict) -> set[tuple[int, int]]:
-        """The paragraphs the stage with config ``c`` kept out."""
+        """The paragraphs the stage with config ``c`` kept out: ``holdout`` whole ones none of
+        its --exclude questions come from, plus those the run ``holdout_of`` names kept out."""
         seen = set(self.ids_in(c.get("exclude", "")))
         held = (held_out_paragraphs(self.all_qs, [q for q in self.all_qs if q["id"] not in seen], c["holdout"], c["seed"])
                 if c.get("holdout") else set())
@@ -573,7 +557,7 @@ class _Chain:
         if ref in self.runs:
             held |= self.held(self.runs[ref])
         elif ref:
-            held |= run_held_out(ref, self.all_qs, self.train, self.tok)
+            held |= run_held_out(ref, self.train, self.tok)
         return held
 
     def used(self, c: dict) -> list[str]:

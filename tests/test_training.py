@@ -89,7 +89,7 @@ def test_holdout_of_keeps_an_earlier_stages_held_out_paragraphs_in_a_later_stage
     (stage2 / "config.json").write_text(json.dumps({"exclude": str(first), "holdout": 4, "seed": 5}))
     used2: list[str] = []
     tr.build_features(_args(small_train, exclude=str(first), holdout=4, seed=5, examples=80), tok, used2)
-    held = tr.run_held_out(str(stage2), qs)
+    held = tr.run_held_out(str(stage2), small_train, tok)
     assert len(held) == 4
     held_ids = {q["id"] for q in qs if (q["article"], q["paragraph"]) in held}
     assert held_ids and not held_ids & set(used2)
@@ -189,20 +189,19 @@ def test_used_ids_are_recomputed_from_the_shipped_config_chain_after_the_runs_ar
     own3: list[str] = []
     tr.build_features(_args(small_train, **{k: v for k, v in cfg3.items() if k not in ("init", "train_sha256")}),
                       tok, own3)
-    held_ids = {q["id"] for q in tr.load_questions(small_train)
-                if (q["article"], q["paragraph"]) in tr.run_held_out(str(s2), tr.load_questions(small_train))}
+    held2 = tr.run_held_out(str(s2), small_train, tok)
+    held_ids = {q["id"] for q in tr.load_questions(small_train) if (q["article"], q["paragraph"]) in held2}
     expected = list(dict.fromkeys(own1 + own2 + own3))
     assert len(held_ids) >= 4 and not set(expected) & held_ids
     assert set(own3) - set(own1) - set(own2)  # each stage brings questions of its own
 
-    held2 = tr.run_held_out(str(s2), tr.load_questions(small_train))
     shutil.rmtree(s1)
     shutil.rmtree(s2)
     assert tr.chain_used_ids(cfg3, small_train, tok) == expected
     (s3 / "config.json").write_text(json.dumps(cfg3))
     # a fourth stage started from s3 that keeps its paragraphs out (--holdout-of s3) finds them
     # from s3's config alone, though the s2 it names is gone
-    assert tr.run_held_out(str(s3), tr.load_questions(small_train), small_train, tok) == held2
+    assert tr.run_held_out(str(s3), small_train, tok) == held2
     own4: list[str] = []
     tr.build_features(_args(small_train, examples=40, neg_rate=0.3, seed=9, holdout_of=str(s3)), tok, own4)
     assert own4 and not set(own4) & held_ids
