@@ -177,7 +177,7 @@ def build_features(args, tok, used: list[str] | None = None, seen: set[str] | No
         spec = {"exclude": getattr(args, "exclude", "") or "", "holdout": getattr(args, "holdout", 0),
                 "holdout_of": getattr(args, "holdout_of", "") or "", "seed": args.seed}
         chain = _Chain(spec, Path(args.train), tok, all_qs)
-        seen = set(chain.ids_in(spec["exclude"])) if seen is None else seen
+        seen = set(chain.ids_in(spec["exclude"], spec)) if seen is None else seen
         held = chain.held(spec) if held is None else held
     qs = [q for q in qs if q["id"] not in seen and (q["article"], q["paragraph"]) not in held]
     paras = paragraphs_by_article(Path(args.train))
@@ -533,29 +533,39 @@ class _Chain:
         if cfg.get("train_sha256") and cfg["train_sha256"] != sha256(train):
             sys.exit(f"{train} is not the file the run was trained on (SHA-256 differs)")
         self.train, self.tok = train, tok
-        self.runs: dict[str, dict] = {}
-        c = cfg
-        while "config" in (c.get("init") or {}):
-            self.runs[str(Path(c["init"]["from"]))] = c["init"]["config"]
-            c = c["init"]["config"]
         self.all_qs = all_qs if all_qs is not None else load_questions(train)
         self.done: dict[str, list[str]] = {}
 
-    def ids_in(self, path: str) -> list[str]:
+    @staticmethod
+    def named(c: dict, path: str) -> dict | None:
+        """The config of the run at ``path`` as the stage with config ``c`` found it: the nearest
+        earlier stage of its chain that was started from that path. One path can name several
+        stages (each ``--init qa/models/reader`` stage is exported back there), so a name is
+        resolved from the stage that uses it, never chain-wide. None: not in the chain."""
+        ref, init = str(Path(path)), c.get("init") or {}
+        while "config" in init:
+            if str(Path(init["from"])) == ref:
+                return init["config"]
+            init = init["config"].get("init") or {}
+        return None
+
+    def ids_in(self, path: str, c: dict) -> list[str]:
+        """The ids in the --exclude list ``path`` of the stage with config ``c``."""
         if not path:
             return []
-        run = str(Path(path).parent)
-        return self.used(self.runs[run]) if run in self.runs else json.loads(Path(path).read_text())
+        run = self.named(c, str(Path(path).parent))
+        return self.used(run) if run is not None else json.loads(Path(path).read_text())
 
     def held(self, c: dict) -> set[tuple[int, int]]:
         """The paragraphs the stage with config ``c`` kept out: ``holdout`` whole ones none of
         its --exclude questions come from, plus those the run ``holdout_of`` names kept out."""
-        seen = set(self.ids_in(c.get("exclude", "")))
+        seen = set(self.ids_in(c.get("exclude", ""), c))
         held = (held_out_paragraphs(self.all_qs, [q for q in self.all_qs if q["id"] not in seen], c["holdout"], c["seed"])
                 if c.get("holdout") else set())
-        ref = str(Path(c["holdout_of"])) if c.get("holdout_of") else ""
-        if ref in self.runs:
-            held |= self.held(self.runs[ref])
+        ref = c.get("holdout_of") or ""
+        run = self.named(c, ref) if ref else None
+        if run is not None:
+            held |= self.held(run)
         elif ref:
             held |= run_held_out(ref, self.train, self.tok)
         return held
@@ -570,7 +580,7 @@ class _Chain:
             ns = argparse.Namespace(train=str(self.train), cut_rate=c.get("cut_rate", 0.0),
                                     **{k: c[k] for k in ("examples", "neg_rate", "max_len", "stride", "seed")})
             own: list[str] = []
-            build_features(ns, self.tok, own, seen=set(self.ids_in(c.get("exclude", ""))), held=self.held(c))
+            build_features(ns, self.tok, own, seen=set(self.ids_in(c.get("exclude", ""), c)), held=self.held(c))
             self.done[key] = list(dict.fromkeys(prior + own))
         return self.done[key]
 

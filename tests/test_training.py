@@ -255,3 +255,19 @@ def test_a_stage_can_start_from_the_shipped_int8_reader(tr, tok):
     with torch.no_grad():
         s0, _ = base(ids, am, tt)
     assert np.corrcoef(s0.numpy().ravel(), so.ravel())[0, 1] < 0.9
+
+
+def test_a_path_that_named_several_stages_is_read_as_each_stage_found_it(tr, tok, small_train, tmp_path):
+    """Stages started with --init D --holdout-of D, each exported back to D (as every stage from
+    qa/models/reader is): D names a different run for each of them. A stage that added paragraphs
+    of its own to the held-out set must pass them on to the next, though all are called D."""
+    d = str(tmp_path / "shipped")
+    cfg_a = {"seed": 3, "holdout": 3}
+    cfg_b = {"seed": 5, "holdout": 2, "holdout_of": d, "init": {"from": d, "config": cfg_a}}
+    cfg_c = {"seed": 7, "holdout_of": d, "init": {"from": d, "config": cfg_b}}
+    held_a = tr._Chain(cfg_a, small_train, tok).held(cfg_a)
+    held_b = tr._Chain(cfg_b, small_train, tok).held(cfg_b)
+    assert len(held_a) == 3 and held_a < held_b  # b kept a's paragraphs out and added its own
+    Path(d).mkdir()
+    Path(d, "config.json").write_text(json.dumps(cfg_c))  # D as shipped after the third stage
+    assert tr.run_held_out(d, small_train, tok) == held_b
