@@ -576,7 +576,7 @@ class _Chain:
         if key not in self.done:
             init = c.get("init") or {}
             prior = (self.used(init["config"]) if "config" in init
-                     else self.ids_in(str(Path(init["from"]) / "used_question_ids.json")) if init else [])
+                     else self.ids_in(str(Path(init["from"]) / "used_question_ids.json"), c) if init else [])
             ns = argparse.Namespace(train=str(self.train), cut_rate=c.get("cut_rate", 0.0),
                                     **{k: c[k] for k in ("examples", "neg_rate", "max_len", "stride", "seed")})
             own: list[str] = []
