@@ -149,11 +149,13 @@ def test_shipped_set_without_the_reader_keeps_its_own_calibration(real_service):
         assert m[key] >= floor, (key, m[key])
 
 
-# measured 2026-11-24 (qa eval, 100 questions, hybrid, fifth-stage reader in per-channel int8,
-# no-answer model, threshold -1.140): top1 0.816, top3 0.895, span F1 0.703, no-answer recall
-# 0.875, precision 0.778, source accuracy 0.842, hit@5 1.0
+# measured 2026-12-01 (qa eval, 100 questions, hybrid, seventh-stage reader in per-channel int8,
+# no-answer model, threshold -1.335): top1 0.829, top3 0.882, span F1 0.684, no-answer recall
+# 0.875, precision 0.778, source accuracy 0.855, hit@5 1.0. The same files move by a question or
+# so on another processor (README, Evaluation): the fifth stage gave recall 0.875 on 2026-11-24's
+# machine and 0.833 on this one, so the recall floor leaves two of the 24 questions of room.
 FLOORS = {"top1_contains_answer": 0.78, "top3_contains_answer": 0.84, "span_f1": 0.66,
-          "no_answer_recall": 0.83, "no_answer_precision": 0.74, "source_accuracy": 0.80}
+          "no_answer_recall": 0.79, "no_answer_precision": 0.74, "source_accuracy": 0.80}
 # without the reader (qa eval --no-reader, threshold 0.518): top1 0.763, top3 0.908,
 # no-answer recall 0.542, precision 0.867, source accuracy 0.908
 FALLBACK_FLOORS = {"top1_contains_answer": 0.70, "top3_contains_answer": 0.85, "no_answer_recall": 0.48,
