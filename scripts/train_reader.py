@@ -562,12 +562,9 @@ class _Chain:
         seen = set(self.ids_in(c.get("exclude", ""), c))
         held = (held_out_paragraphs(self.all_qs, [q for q in self.all_qs if q["id"] not in seen], c["holdout"], c["seed"])
                 if c.get("holdout") else set())
-        ref = c.get("holdout_of") or ""
-        run = self.named(c, ref) if ref else None
-        if run is not None:
-            held |= self.held(run)
-        elif ref:
-            held |= run_held_out(ref, self.train, self.tok)
+        if c.get("holdout_of"):
+            run = self.named(c, c["holdout_of"])
+            held |= self.held(run) if run is not None else run_held_out(c["holdout_of"], self.train, self.tok)
         return held
 
     def used(self, c: dict) -> list[str]:
@@ -575,8 +572,8 @@ class _Chain:
         key = json.dumps(c, sort_keys=True)
         if key not in self.done:
             init = c.get("init") or {}
-            prior = (self.used(init["config"]) if "config" in init
-                     else self.ids_in(str(Path(init["from"]) / "used_question_ids.json"), c) if init else [])
+            # the --init run's list, recomputed from its nested config when there is one
+            prior = self.ids_in(str(Path(init["from"]) / "used_question_ids.json"), c) if init else []
             ns = argparse.Namespace(train=str(self.train), cut_rate=c.get("cut_rate", 0.0),
                                     **{k: c[k] for k in ("examples", "neg_rate", "max_len", "stride", "seed")})
             own: list[str] = []
