@@ -1,7 +1,9 @@
 """``qa eval``: how far to trust the answers, measured on a question set.
 
-Questions come from JSONL (``{"id"?, "question", "answers": [...], "source"?}``; an empty
-``answers`` list means the corpus does not answer) or from a SQuAD v1.1/v2.0 file. With
+Questions come from JSONL (``{"id"?, "question", "answers": [...], "source"?, "kind"?}``; an
+empty ``answers`` list means the corpus does not answer) or from a SQuAD v1.1/v2.0 file.
+Every metric is also broken down by kind of question: the ``kind`` field of a JSONL line,
+or for SQuAD the question's wh-word (``question_word``). With
 ``--squad-corpus`` the SQuAD paragraphs become their own corpus (one file per paragraph,
 indexed by the same pipeline as ``qa index``) and every question searches all of them.
 Answers are compared with SQuAD's official normalisation.
@@ -84,10 +86,25 @@ class EvalQuestion:
     question: str
     answers: list[str]
     source: str | None = None
+    kind: str | None = None
 
     @property
     def answerable(self) -> bool:
         return bool(self.answers)
+
+
+_WH = ("why", "how", "what", "which", "who", "whom", "whose", "when", "where")
+
+
+def question_word(question: str) -> str:
+    """The kind of a question without a ``kind`` field: its first word when that is a wh-word
+    ("why", "how", ...), else the first wh-word in it ("In what year ..." is a "what"
+    question), else "other". "whom"/"whose" count as "who"."""
+    words = re.findall(r"[a-z]+", question.lower())
+    for w in words[:1] + words:
+        if w in _WH:
+            return "who" if w in ("whom", "whose") else w
+    return "other"
 
 
 def _slug(title: str) -> str:
@@ -102,14 +119,16 @@ def load_jsonl(path: Path) -> list[EvalQuestion]:
         try:
             obj = json.loads(line)
             answers = obj.get("answers", [])
-            if not isinstance(obj["question"], str) or not isinstance(answers, list):
+            kind = obj.get("kind")
+            if (not isinstance(obj["question"], str) or not isinstance(answers, list)
+                    or not isinstance(kind, (str, type(None)))):
                 raise TypeError
         except (ValueError, KeyError, TypeError) as err:
             raise VerbatimError(
                 f"{path}:{n}: expected {{\"question\": str, \"answers\": [str, ...]}} ({err or 'bad types'})"
             ) from err
         out.append(EvalQuestion(str(obj.get("id", n)), obj["question"], [str(a) for a in answers],
-                                obj.get("source")))
+                                obj.get("source"), kind or None))
     return out
 
 
@@ -135,7 +154,7 @@ def load_squad(path: Path, corpus_dir: Path | None) -> list[EvalQuestion]:
                 rel = f"corpus/{name}"
             for qa in para["qas"]:
                 answers = [] if qa.get("is_impossible") else [x["text"] for x in qa["answers"]]
-                out.append(EvalQuestion(qa["id"], qa["question"], answers, rel))
+                out.append(EvalQuestion(qa["id"], qa["question"], answers, rel, question_word(qa["question"])))
     return out
 
 
@@ -173,6 +192,10 @@ class Prediction:
     mode: str = "hybrid"
     margin: float | None = None  # the reader's margin for the best candidate's span
     confidence: float | None = None  # what the no-answer threshold was compared with
+    kind: str | None = None
+    paragraph_rank: int | None = None  # rank of the first passage from the question's own source file
+    # (probability, holds a gold answer) of each quote returned, answers and related ones
+    quote_probs: list = field(default_factory=list)
 
 
 def _matches_source(source, gold: str | None) -> bool:
@@ -194,10 +217,13 @@ def run_questions(service, questions: list[EvalQuestion], mode: str = "hybrid",
         except VerbatimError:
             continue  # an invalid question in the file: skipped, like a user's would be refused
         ms = (time.perf_counter() - t) * 1e3
-        rank = None
+        rank = own = None
         for i, p in enumerate(passages[: max(K_VALUES)], 1):
-            if (q.answers and contains_answer(p.text, q.answers)) or _matches_source(p.source, q.source):
+            mine = _matches_source(p.source, q.source)
+            if rank is None and ((q.answers and contains_answer(p.text, q.answers)) or mine):
                 rank = i
+            if mine:
+                own = i
                 break
         shown = list(res.answers)
         best = (res.answers or res.closest or (None,))[0]
@@ -211,6 +237,7 @@ def run_questions(service, questions: list[EvalQuestion], mode: str = "hybrid",
             path=top1.source.path if top1 else None,
             start=top1.start if top1 else None, end=top1.end if top1 else None,
             score=best.score if best is not None else None, latency_ms=ms, retrieval_rank=rank,
+            paragraph_rank=own if q.source else None,
             top1_correct=bool(top1 and q.answers and contains_answer(top1.text, q.answers)),
             top3_correct=bool(q.answers and any(contains_answer(x.text, q.answers) for x in shown)),
             best_contains=bool(best is not None and q.answers and contains_answer(best.text, q.answers)),
@@ -218,7 +245,9 @@ def run_questions(service, questions: list[EvalQuestion], mode: str = "hybrid",
             source_correct=(_matches_source(top1.source, q.source) if top1 else False) if q.source else None,
             no_answer_correct=res.no_answer == (not q.answerable),
             expected=q.answers, mode=mode, margin=best.reader_margin if best is not None else None,
-            confidence=res.confidence,
+            confidence=res.confidence, kind=q.kind,
+            quote_probs=[(x.probability, bool(q.answers and contains_answer(x.text, q.answers)))
+                         for x in (*res.answers, *res.closest) if x.probability is not None],
         ))
     return preds
 
@@ -240,6 +269,25 @@ def _mean(xs) -> float:
     return sum(xs) / len(xs) if xs else 0.0
 
 
+def reliability(pairs: list[tuple[float, bool]], bins: int = 10) -> list[tuple[float, float, int]]:
+    """Per equal-width probability bin holding any (probability, right) pair: the mean
+    probability, the share right, and the count."""
+    out = []
+    for b in range(bins):
+        lo, hi = b / bins, (b + 1) / bins
+        inside = [(p, ok) for p, ok in pairs if lo <= p < hi or (b == bins - 1 and p == 1.0)]
+        if inside:
+            out.append((_mean(p for p, _ in inside), _mean(ok for _, ok in inside), len(inside)))
+    return out
+
+
+def expected_calibration_error(pairs: list[tuple[float, bool]], bins: int = 10) -> float:
+    """Expected calibration error: the count-weighted mean gap between each bin's mean
+    probability and its share right."""
+    n = len(pairs)
+    return sum(c * abs(p - r) for p, r, c in reliability(pairs, bins)) / n if n else 0.0
+
+
 def metrics(preds: list[Prediction], build_seconds: float | None = None) -> dict:
     ans = [p for p in preds if p.answerable]
     una = [p for p in preds if not p.answerable]
@@ -250,6 +298,13 @@ def metrics(preds: list[Prediction], build_seconds: float | None = None) -> dict
     # binary relevance, one relevant passage counted (the first found): nDCG = 1/log2(rank+1)
     m["ndcg@10"] = _mean(1 / math.log2(p.retrieval_rank + 1) if p.retrieval_rank and p.retrieval_rank <= 10 else 0
                          for p in ans)
+    # strict: the question's own source file (its SQuAD paragraph), not any passage holding the answer
+    sourced = [p for p in ans if p.source_correct is not None]  # the questions that name a source
+    for k in K_VALUES:
+        m[f"para_hit@{k}"] = (_mean(p.paragraph_rank is not None and p.paragraph_rank <= k for p in sourced)
+                              if sourced else None)
+    m["para_mrr@10"] = (_mean(1 / p.paragraph_rank if p.paragraph_rank and p.paragraph_rank <= 10 else 0
+                              for p in sourced) if sourced else None)
     m["top1_contains_answer"] = _mean(p.top1_correct for p in ans)
     m["top3_contains_answer"] = _mean(p.top3_correct for p in ans)
     m["best_candidate_contains_answer"] = _mean(p.best_contains for p in ans)
@@ -267,6 +322,10 @@ def metrics(preds: list[Prediction], build_seconds: float | None = None) -> dict
     fn = sum(not p.no_answer and not p.answerable for p in preds)
     m["no_answer_precision"] = tp / (tp + fp) if una and tp + fp else None
     m["no_answer_recall"] = tp / (tp + fn) if una and tp + fn else None
+    pairs = [pc for p in preds for pc in p.quote_probs]
+    m["quote_ece"] = expected_calibration_error(pairs) if pairs else None
+    m["quote_mean_probability"] = _mean(pr for pr, _ in pairs) if pairs else None
+    m["quote_share_right"] = _mean(ok for _, ok in pairs) if pairs else None
     lat = [p.latency_ms for p in preds]
     m["latency_ms_p50"] = _pct(lat, 50)
     m["latency_ms_p95"] = _pct(lat, 95)
@@ -276,11 +335,57 @@ def metrics(preds: list[Prediction], build_seconds: float | None = None) -> dict
 
 
 
+# kinds of the people-style sets (eval/people-*.jsonl), grouped for the summary rows
+FACTOID_KINDS = ("who", "number", "date")
+NON_FACTOID_KINDS = ("why", "how", "what-happens", "attribution", "paraphrase", "list", "comparison")
+KIND_COLUMNS = ("n", "top1", "top3", "answered", "wrong_quote", "refused", "para_hit@1")
+
+
+def kind_row(preds: list[Prediction]) -> dict:
+    """The per-kind figures: answerable questions' top-1/top-3 (a quote holding a gold answer
+    shown first / among the answers), the share answered, the share answered with a wrong
+    first quote; unanswerable questions' share refused."""
+    ans = [p for p in preds if p.answerable]
+    una = [p for p in preds if not p.answerable]
+    sourced = [p for p in ans if p.source_correct is not None]
+    return {
+        "n": len(preds),
+        "top1": _mean(p.top1_correct for p in ans) if ans else None,
+        "top3": _mean(p.top3_correct for p in ans) if ans else None,
+        "answered": _mean(not p.no_answer for p in ans) if ans else None,
+        "wrong_quote": _mean(not p.no_answer and not p.top1_correct for p in ans) if ans else None,
+        "refused": _mean(p.no_answer for p in una) if una else None,
+        "para_hit@1": _mean(p.paragraph_rank == 1 for p in sourced) if sourced else None,
+    }
+
+
+def by_kind(preds: list[Prediction]) -> dict[str, dict]:
+    """``kind_row`` for each kind of question (most common first), and for the factoid and
+    non-factoid groups when the set uses those kinds."""
+    kinds = Counter(p.kind or "other" for p in preds)
+    out = {k: kind_row([p for p in preds if (p.kind or "other") == k]) for k, _ in kinds.most_common()}
+    for group, members in (("factoid (who/number/date)", FACTOID_KINDS), ("non-factoid", NON_FACTOID_KINDS)):
+        chosen = [p for p in preds if p.kind in members]
+        if chosen and len(kinds) > 1:
+            out[group] = kind_row(chosen)
+    return out
+
+
+def kind_table(rows: dict[str, dict]) -> str:
+    w = max([len(k) for k in rows] + [4]) + 2
+    lines = ["by kind" + " " * (w - 7) + "".join(f"{c:>12}" for c in KIND_COLUMNS)]
+    for k, r in rows.items():
+        lines.append(f"{k:<{w}}" + "".join(f"{_fmt(r[c]):>12}" for c in KIND_COLUMNS))
+    return "\n".join(lines)
+
+
 ROWS = [
     ("retrieval", ["hit@1", "hit@5", "hit@10", "hit@20", "mrr@10", "ndcg@10"]),
+    ("retrieval, strict (own paragraph/file)", ["para_hit@1", "para_hit@5", "para_hit@10", "para_mrr@10"]),
     ("answers", ["top1_contains_answer", "top3_contains_answer", "answered_share", "span_coverage",
                  "span_em", "span_f1", "source_accuracy"]),
     ("no answer", ["no_answer_precision", "no_answer_recall"]),
+    ("quote probability", ["quote_ece", "quote_mean_probability", "quote_share_right"]),
     ("cost", ["latency_ms_p50", "latency_ms_p95", "latency_ms_max", "index_build_seconds"]),
 ]
 
@@ -357,12 +462,18 @@ def html_report(name: str, columns: dict[str, dict], preds: list[Prediction], th
     lat = [p.latency_ms for p in preds]
     latency = _histogram_svg({"latency ms": lat}, "Per-question latency (ms)", 0, max(lat + [1.0]))
     wrong_rows = "".join(
-        f"<tr><td>{_esc(p.id)}</td><td>{_esc(p.question)}</td><td>{_esc(' | '.join(p.expected) or '(no answer)')}</td>"
+        f"<tr><td>{_esc(p.id)}</td><td>{_esc(p.kind or '')}</td><td>{_esc(p.question)}</td><td>{_esc(' | '.join(p.expected) or '(no answer)')}</td>"
         f"<td>{'(no answer)' if p.no_answer else _esc(p.quote)}</td><td>{_esc(p.answer or '')}</td>"
         f"<td>{_esc(p.path or '')}</td><td>{_fmt(p.score)}</td></tr>"
         for p in preds
         if (p.answerable and not p.top1_correct) or (not p.answerable and not p.no_answer)
     )
+    kinds = "".join(
+        f"<h2>By kind of question ({_esc(n)})</h2><table><tr><th>kind</th>"
+        + "".join(f"<th>{_esc(c)}</th>" for c in KIND_COLUMNS) + "</tr>"
+        + "".join(f"<tr><td>{_esc(k)}</td>" + "".join(f"<td>{_fmt(r[c])}</td>" for c in KIND_COLUMNS) + "</tr>"
+                  for k, r in col.get("by_kind", {}).items()) + "</table>"
+        for n, col in columns.items())
     head = "".join(f"<th>{_esc(n)}</th>" for n in columns)
     body = "".join(
         f"<tr><td>{k}</td>" + "".join(f"<td>{_fmt(columns[n].get(k))}</td>" for n in columns) + "</tr>"
@@ -371,9 +482,9 @@ def html_report(name: str, columns: dict[str, dict], preds: list[Prediction], th
 <style>body{{font:14px sans-serif;margin:2rem}}table{{border-collapse:collapse}}td,th{{border:1px solid #ddd;
 padding:3px 6px;vertical-align:top}}figure{{display:inline-block;margin:1rem}}</style></head><body>
 <h1>Verbatim evaluation: {_esc(name)}</h1><p>{time.strftime('%Y-%m-%d %H:%M')}</p>
-<table><tr><th>metric</th>{head}</tr>{body}</table>{scores}{latency}
+<table><tr><th>metric</th>{head}</tr>{body}</table>{kinds}{scores}{latency}
 <h2>Wrong answers ({wrong_rows.count('<tr>')})</h2>
-<table><tr><th>id</th><th>question</th><th>expected</th><th>top quote</th><th>span</th><th>source</th><th>score</th></tr>
+<table><tr><th>id</th><th>kind</th><th>question</th><th>expected</th><th>top quote</th><th>span</th><th>source</th><th>score</th></tr>
 {wrong_rows}</table></body></html>"""
 
 
@@ -560,6 +671,7 @@ def cmd_eval(args) -> int:
         preds = run_questions(service, questions, mode, progress=sys.stderr.isatty(),
                               reader=use_reader)
         columns[mode] = metrics(preds, build)
+        columns[mode]["by_kind"] = by_kind(preds)
         all_preds += preds
     wall = time.perf_counter() - t0
     cal = service.answer_calibration(use_reader)
@@ -568,6 +680,9 @@ def cmd_eval(args) -> int:
           f"threshold {threshold:.3f}" + (" on the no-answer model's logit" if cal.no_answer is not None else "") + ", "
           f"{wall:.1f} s asking" + (f", index built in {build:.1f} s" if build else ""))
     print(table(columns))
+    for mode, col in columns.items():
+        if len(col["by_kind"]) > 1:
+            print(("" if len(columns) == 1 else f"[{mode}] ") + kind_table(col["by_kind"]))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(
             {"file": str(path), "threshold": threshold, "no_answer_model": cal.no_answer is not None, "reader": use_reader,

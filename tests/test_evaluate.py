@@ -188,3 +188,85 @@ def test_calibrate_stores_a_rule_that_scores_its_objective(sets, share):
         else:
             want = share * declined / n_un + (1 - share) * right / (len(ps) - n_un)
         assert out["per_dataset_accuracy"][n] == pytest.approx(want, abs=6e-5)
+
+
+# --------------------------------------------------------------------------- kinds of question
+
+PEOPLE = [REPO / "eval" / "people-tune.jsonl", REPO / "eval" / "people-test.jsonl"]
+
+
+@pytest.mark.parametrize("q,word", [
+    ("Why did the Normans invade?", "why"),
+    ("In what year did the war end?", "what"),
+    ("Whose army won?", "who"),
+    ("The capital of France is which city?", "which"),
+    ("Name the river.", "other"),
+])
+def test_question_word(q, word):
+    assert ev.question_word(q) == word
+
+
+def test_people_sets_are_a_clean_split_of_articles_answers():
+    halves = [ev.load_jsonl(f) for f in PEOPLE]
+    tune, test = halves
+    assert not {q.id for q in tune} & {q.id for q in test}
+    assert not {q.question for q in tune} & {q.question for q in test}
+    both = tune + test
+    assert len(both) >= 150 and sum(q.kind == "unanswerable-near" for q in both) >= 35
+    answerable = [q for q in both if q.answerable]
+    assert sum(q.kind in ev.NON_FACTOID_KINDS for q in answerable) >= len(answerable) / 2
+    assert {q.kind for q in tune} == {q.kind for q in test}  # every kind on both sides
+    for q in both:
+        assert q.kind in (*ev.FACTOID_KINDS, *ev.NON_FACTOID_KINDS, "unanswerable-near", "unanswerable-far")
+        assert q.answerable == (not q.kind.startswith("unanswerable")), q.id
+        if q.answerable:  # each answer is the article's own text
+            text = (REPO / q.source).read_text(encoding="utf-8")
+            assert all(a in text for a in q.answers), q.id
+
+
+def test_split_is_stratified_and_fixed_by_its_seed():
+    sys.path.insert(0, str(REPO / "scripts"))
+    from split_questions import split
+
+    lines = [{"id": str(i), "kind": k} for i, k in enumerate("aaaaabbbcc" * 3)]
+    tune, test = split(lines, 24)
+    assert split(lines, 24) == (tune, test) and split(lines, 25) != (tune, test)
+    assert sorted(o["id"] for o in tune + test) == sorted(o["id"] for o in lines)
+    for k in "abc":
+        n_tune, n_test = (sum(o["kind"] == k for o in half) for half in (tune, test))
+        assert n_test - n_tune in (0, 1)
+
+
+def _pred(kind, answerable, top1, no_answer, own=None, probs=()):
+    return ev.Prediction("i", "q", answerable, no_answer, None, None, None, None, None, 0.5, 1.0, None,
+                         top1, top1, top1, 0, 0, (own == 1) if answerable else None, not no_answer,
+                         kind=kind, paragraph_rank=own, quote_probs=list(probs))
+
+
+def test_metrics_by_kind_and_groups():
+    preds = [_pred("why", True, True, False, own=1), _pred("why", True, False, True, own=2),
+             _pred("who", True, True, False, own=1), _pred("unanswerable-near", False, False, True),
+             _pred("unanswerable-near", False, False, False)]
+    rows = ev.by_kind(preds)
+    assert rows["why"]["n"] == 2 and rows["why"]["top1"] == 0.5 and rows["why"]["answered"] == 0.5
+    assert rows["why"]["wrong_quote"] == 0.0 and rows["why"]["para_hit@1"] == 0.5
+    assert rows["unanswerable-near"]["refused"] == 0.5 and rows["unanswerable-near"]["top1"] is None
+    assert rows["non-factoid"]["n"] == 2 and rows["factoid (who/number/date)"]["top1"] == 1.0
+    assert "why" in ev.kind_table(rows) and "refused" in ev.kind_table(rows)
+    m = ev.metrics(preds)
+    assert m["para_hit@1"] == pytest.approx(2 / 3) and m["para_mrr@10"] == pytest.approx((1 + 0.5 + 1) / 3)
+
+
+def test_expected_calibration_error():
+    assert ev.expected_calibration_error([(0.8, True)] * 8 + [(0.8, False)] * 2) == pytest.approx(0.0)
+    assert ev.expected_calibration_error([(0.9, False)] * 5 + [(0.1, True)] * 5) == pytest.approx(0.9)
+    assert ev.expected_calibration_error([]) == 0.0
+    bins = ev.reliability([(0.05, False), (0.95, True), (1.0, True)])
+    assert bins == [(0.05, 0.0, 1), (pytest.approx(0.975), 1.0, 2)]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 1), st.booleans()), min_size=1, max_size=60))
+def test_ece_is_between_zero_and_one_and_counts_every_pair(pairs):
+    assert 0 <= ev.expected_calibration_error(pairs) <= 1
+    assert sum(c for *_, c in ev.reliability(pairs)) == len(pairs)
