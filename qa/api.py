@@ -147,14 +147,14 @@ class Verbatim:
         idx = self.index()
         qvec = self.query_encoder.encode_queries([q])[0]
         t1 = time.perf_counter()
+        reader = self.reader if cfg.reader else None
+        cal = self.answer_calibration(reader is not None)
         passages = retrieval.retrieve(
             idx, q, qvec, top=max(cfg.passages, retrieve), candidates=max(cfg.candidates, retrieve),
-            mode=cfg.mode, rrf_k=cfg.rrf_k, flt=flt,
+            mode=cfg.mode, rrf_k=cfg.rrf_k, flt=flt, alpha=cal.fusion_alpha if cfg.fusion == "calibrated" else None,
         )
         t2 = time.perf_counter()
         read = passages[: cfg.passages]
-        reader = self.reader if cfg.reader else None
-        cal = self.answer_calibration(reader is not None)
         cands = answering.candidates(idx, q, qvec, read, cal, reader)
         sources = {p.doc_id: p.source for p in read}
         quotes = answering.build_quotes(idx, cands, cfg.top, sources)
@@ -167,11 +167,17 @@ class Verbatim:
         }
         if no_answer:
             # the closest passages are shown as such, never with "answer words" marked
-            closest = tuple(
-                replace(x, answer=None, answer_start=None, answer_end=None) for x in quotes
-            )
+            closest = tuple(replace(x, answer=None, answer_start=None, answer_end=None,
+                                    label=answering.label(x.probability, cal, answer=False)) for x in quotes)
             return AskResult(q, (), True, closest, timings, confidence), passages
-        return AskResult(q, tuple(quotes), False, (), timings, confidence), passages
+        # with a quote model, a quote after the first is an answer only if it clears the bar
+        # itself; the others are shown as related (without answer words)
+        shown = tuple(replace(x, label=answering.label(x.probability, cal, answer=True)) for x in quotes
+                      if x.probability is None or x.probability >= cal.threshold)
+        related = tuple(replace(x, answer=None, answer_start=None, answer_end=None,
+                                label=answering.label(x.probability, cal, answer=False)) for x in quotes
+                        if x.probability is not None and x.probability < cal.threshold)
+        return AskResult(q, shown, False, related, timings, confidence), passages
 
 
 def _inside(path: Path, root: Path) -> bool:

@@ -1,4 +1,12 @@
-"""Retrieval stage: dense (FAISS) and BM25 candidates fused by reciprocal rank fusion."""
+"""Retrieval stage: dense (FAISS) and BM25 candidates, fused.
+
+Two fusions: reciprocal rank fusion (``rrf``), which reads only ranks, and a convex
+combination of the two retrievers' scores, each min-max normalised over its own candidate
+list (``convex``: ``alpha * dense + (1 - alpha) * bm25``; a passage one retriever did not
+return gets 0 from it). RRF throws away how far ahead a retriever's first hit is, which
+pushes right BM25 top hits down; the convex weight is fitted on SQuAD v1.1 *train*
+(``scripts/tune_fusion.py``) and stored in ``qa/calibration.json`` (``fusion_alpha``).
+"""
 
 from __future__ import annotations
 
@@ -112,6 +120,32 @@ def rrf(rankings: list[list[int]], k: int = 60, scores: list[list[float]] | None
     return fused
 
 
+def convex(dense: tuple[list[int], list[float]], bm25: tuple[list[int], list[float]],
+           alpha: float, norm: str = "minmax") -> dict[int, float]:
+    """``alpha`` * min-max normalised dense score + (1 - ``alpha``) * min-max normalised BM25
+    score, each over its own candidate list; a hit missing from a list gets 0 from it (it
+    scored below that list's last hit). A list whose scores are all equal gives each hit 1."""
+    fused: dict[int, float] = {}
+    for (ids, scores), w in ((dense, alpha), (bm25, 1.0 - alpha)):
+        if not ids:
+            continue
+        hi, lo = max(scores), min(scores)
+        if norm == "max":
+            lo = 0.0
+        for cid, sc in zip(ids, scores):
+            norm = (sc - lo) / (hi - lo) if hi > lo else 1.0
+            fused[cid] = fused.get(cid, 0.0) + w * norm
+    return fused
+
+
+def fuse(dense: tuple[list[int], list[float]], bm25: tuple[list[int], list[float]],
+         rrf_k: int = 60, alpha: float | None = None, norm: str = "minmax") -> dict[int, float]:
+    """The fused score of every hit: convex with weight ``alpha``, or RRF when it is None."""
+    if alpha is None:
+        return rrf([dense[0], bm25[0]], rrf_k, [dense[1], bm25[1]])
+    return convex(dense, bm25, alpha, norm)
+
+
 def ranks(ids: list[int], scores: list[float] | None = None) -> dict[int, int]:
     """Rank (from 1) of each hit of a best-first list; tied scores share the best rank."""
     out: dict[int, int] = {}
@@ -144,8 +178,11 @@ def retrieve(
     mode: str = "hybrid",
     rrf_k: int = 60,
     flt: Filter = Filter(),
+    alpha: float | None = None,
 ) -> list[Passage]:
-    """Top passages for ``question``, best first, each with scores and its source."""
+    """Top passages for ``question``, best first, each with scores and its source.
+
+    ``alpha``: the dense share of a convex fusion; None fuses by RRF (``rrf_k``)."""
     allowed = allowed_chunk_ids(index, flt)
     d_ids, d_scores = ([], [])
     b_ids, b_scores = ([], [])
@@ -153,7 +190,7 @@ def retrieve(
         d_ids, d_scores = _cut(*dense_search(index, qvec, candidates + TIE_SLACK, allowed), candidates)
     if mode in ("hybrid", "bm25"):
         b_ids, b_scores = _cut(*bm25_search(index, question, candidates + TIE_SLACK, allowed), candidates)
-    fused = rrf([d_ids, b_ids], rrf_k, [d_scores, b_scores])
+    fused = fuse((d_ids, d_scores), (b_ids, b_scores), rrf_k, alpha)
     d_rank, b_rank = ranks(d_ids, d_scores), ranks(b_ids, b_scores)
     d_score = dict(zip(d_ids, d_scores))
     b_score = dict(zip(b_ids, b_scores))

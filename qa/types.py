@@ -104,7 +104,7 @@ class Passage:
     start: int
     end: int
     text: str
-    score: float  # fused (RRF) score
+    score: float  # fused score (RRF or convex, see retrieval.py)
     dense_score: float | None
     bm25_score: float | None
     dense_rank: int | None
@@ -133,12 +133,16 @@ class Quote:
     context_end: int = 0
     page: int | None = None  # 1-based page of a PDF
     reader_margin: float | None = None  # reader's span score minus its "no answer" score
+    probability: float | None = None  # calibrated probability that it answers the question
+    label: str = ""  # that probability in words: "likely answers", "may answer", "related, not an answer"
 
     def to_dict(self) -> dict:
         return {
             "page": self.page,
             "quote": self.text,
             "score": round(float(self.score), 4),
+            "probability": None if self.probability is None else round(float(self.probability), 4),
+            "label": self.label,
             "reader_margin": None if self.reader_margin is None else round(float(self.reader_margin), 3),
             "start": self.start,
             "end": self.end,
@@ -163,7 +167,9 @@ class AskResult:
     question: str
     answers: tuple[Quote, ...]
     no_answer: bool
-    closest: tuple[Quote, ...] = ()  # shown (labelled) when no_answer is true
+    # shown labelled "related, not an answer": the closest passages when no_answer is true,
+    # else the quotes that did not clear the answer bar on their own
+    closest: tuple[Quote, ...] = ()
     timings_ms: dict = field(default_factory=dict)
     # the best sentence's confidence, compared with the no-answer threshold (None: nothing retrieved)
     confidence: float | None = None

@@ -1,5 +1,7 @@
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from qa import retrieval
 from qa.retrieval import Filter
@@ -82,3 +84,34 @@ def test_a_tie_at_the_candidate_cut_is_kept_whole():
     assert retrieval._cut([1, 2, 3], [0.9, 0.5, 0.4], 2) == ([1, 2], [0.9, 0.5])
     assert retrieval._cut([1], [0.9], 5) == ([1], [0.9])
     assert retrieval._cut([], [], 5) == ([], [])
+
+
+def test_convex_fusion_normalises_each_list_and_weighs_them():
+    dense = ([1, 2, 3], [0.9, 0.7, 0.5])
+    bm25 = ([3, 4], [12.0, 2.0])
+    fused = retrieval.convex(dense, bm25, alpha=0.6)
+    assert fused[1] == pytest.approx(0.6)  # dense best, absent from BM25
+    assert fused[2] == pytest.approx(0.6 * 0.5)
+    assert fused[3] == pytest.approx(0.6 * 0.0 + 0.4 * 1.0)
+    assert fused[4] == pytest.approx(0.0)
+    assert retrieval.convex(([5], [0.3]), ([], []), 0.5) == {5: pytest.approx(0.5)}  # one hit: full marks
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(-5, 5, allow_nan=False), min_size=1, max_size=12),
+       st.lists(st.floats(0, 30, allow_nan=False), min_size=1, max_size=12),
+       st.floats(0, 1))
+def test_convex_fusion_is_bounded_and_its_ends_are_the_single_retrievers(ds, bs, alpha):
+    dense = (list(range(len(ds))), sorted(ds, reverse=True))
+    bm25 = (list(range(100, 100 + len(bs))), sorted(bs, reverse=True))
+    fused = retrieval.fuse(dense, bm25, alpha=alpha)
+    assert all(-1e-9 <= v <= 1 + 1e-9 for v in fused.values())
+    only_dense = retrieval.fuse(dense, bm25, alpha=1.0)
+    order = sorted(dense[0], key=lambda c: -only_dense[c])
+    assert [dense[1][c] for c in order] == dense[1]  # alpha 1 keeps the dense order
+    assert all(only_dense[c] == 0 for c in bm25[0])
+
+
+def test_fuse_without_alpha_is_rrf():
+    d, b = ([1, 2], [0.9, 0.1]), ([2, 3], [5.0, 1.0])
+    assert retrieval.fuse(d, b, rrf_k=60) == retrieval.rrf([d[0], b[0]], 60, [d[1], b[1]])
