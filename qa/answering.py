@@ -58,6 +58,13 @@ class Calibration:
     w_reader: float = 0.0
     w_reader_top: float = 0.0
     reader_span_margin: float = -4.0  # below this the reader's span is not marked
+    fusion_alpha: float | None = None  # dense share of a convex retrieval fusion; None: RRF
+    fusion_how: str = ""
+    # probability that a quote answers (QuoteModel on quote_features); when there is one it
+    # ranks the candidates, and ``threshold`` is a probability every quote shown as an answer
+    # must reach on its own
+    quote_model: NoAnswerModel | None = None
+    likely: float = 0.5  # a quote at or above this (and the threshold) "likely answers"
     no_answer: NoAnswerModel | None = None  # None: confidence is the score
     how: str = "default"
     weights_how: str = "default"
@@ -73,7 +80,8 @@ class Calibration:
         except (OSError, ValueError):
             return cls()
         keys = {"threshold", "w_cos", "w_lex", "w_passage", "w_type", "w_reader", "w_reader_top",
-                "reader_span_margin", "no_answer", "how", "weights_how", "without_reader"}
+                "reader_span_margin", "no_answer", "how", "weights_how", "without_reader",
+                "fusion_alpha", "fusion_how", "quote_model", "likely"}
         fields = {k: v for k, v in data.items() if k in keys}
         if fields.get("no_answer") is not None:  # parsed once here, not per question
             try:
@@ -81,15 +89,23 @@ class Calibration:
             except (KeyError, TypeError, ValueError) as e:  # its threshold is meaningless without it
                 warnings.warn(f"{path}: unusable no-answer model ({e}); using the default calibration")
                 return cls()
+        if fields.get("quote_model") is not None:
+            try:
+                fields["quote_model"] = NoAnswerModel.from_dict(fields["quote_model"], QUOTE_FEATURES)
+            except (KeyError, TypeError, ValueError) as e:
+                warnings.warn(f"{path}: unusable quote model ({e}); using the default calibration")
+                return cls()
         return cls(**fields)
 
     def for_reader(self, present: bool) -> "Calibration":
         """The calibration to answer with when the reader is (not) present."""
-        if present or not (self.w_reader or self.w_reader_top or self.no_answer is not None):
+        if present or not (self.w_reader or self.w_reader_top or self.no_answer is not None
+                           or self.quote_model is not None):
             return self
         keys = {"threshold", "w_cos", "w_lex", "w_passage", "w_type", "how", "weights_how"}
         own = {k: v for k, v in (self.without_reader or {}).items() if k in keys}
-        return replace(self, w_reader=0.0, w_reader_top=0.0, no_answer=None, without_reader=None, **own)
+        return replace(self, w_reader=0.0, w_reader_top=0.0, no_answer=None, quote_model=None,
+                       without_reader=None, **own)
 
 
 @dataclass
@@ -106,6 +122,7 @@ class Candidate:
     reader_score: float | None = None
     reader_top: float = 0.0  # exp(span score - best span score among the candidates)
     score: float = 0.0
+    probability: float | None = None  # that it answers (with a quote model)
 
 
 # --------------------------------------------------------------------------- lexical
@@ -272,12 +289,95 @@ def candidates(index: Index, question: str, qvec: np.ndarray, passages: list[Pas
     for c in out:
         c.score = combine(c, cal)
     out.sort(key=lambda c: (-c.score, c.sentence.doc_id, c.idx))
+    if cal.quote_model is not None and out:
+        probs = cal.quote_model.probability(quote_features(question, out))
+        for c, pr in zip(out, probs):
+            c.probability = float(pr)
+        out.sort(key=lambda c: (-c.probability, -c.score, c.sentence.doc_id, c.idx))
     return out
 
 
 def combine(c: Candidate, cal: Calibration) -> float:
     return (cal.w_cos * c.cos + cal.w_lex * c.lex + cal.w_passage * c.passage + cal.w_type * c.typed
             + cal.w_reader * c.reader + cal.w_reader_top * c.reader_top)
+
+
+# --------------------------------------------------------------------------- what is asked
+
+# what a question asks for beyond a typed factoid (``question_type``), checked in this order
+_INTENTS = [
+    ("reason", r"\bwhy\b|\breasons?\b|\bwhat (makes|made|causes?|caused|drives?|drove|motivates?|pushe[sd])\b"
+               r"|\bfor what purpose\b|\bhow come\b|\bexplain"),
+    ("consequence", r"\bwhat (happens|happened|will happen|would happen|awaits|awaited|fate|becomes|became"
+                    r"|is done|was done)\b|\bhappen(s|ed)? (to|if|when|after)\b|\bconsequences?\b|\boutcomes?\b"
+                    r"|\bfate\b|\bpunish|\bface\b|\btreated\b|\btreatment\b"),
+    ("attribution", r"\baccording to\b|\bwhat (does|did|do|has|have) .{1,80}\b(say|said|think|believe|argue|claim"
+                    r"|describe|call|report|warn|want|ask|urge|find|found|document)\b|\bsays? about\b"
+                    r"|\bview\b|\bposition on\b|\bstance\b"),
+    ("manner", r"\bhow\b(?! (many|much|old|long|far|often|big|large|soon)\b)|\bin what way\b|\bby what means\b"),
+]
+# words a sentence that gives each kind of answer tends to hold
+_CUES = {
+    "reason": r"\bbecause\b|\bdue to\b|\breasons?\b|\bsince\b|\bas a result\b|\bin order to\b|\bso that\b"
+              r"|\bfor fear\b|\bafraid\b|\bwant(s|ed)? to\b|\bto (avoid|escape|prevent|protect|find|seek|keep)\b"
+              r"|\bas (traitors|a threat|enemies|illegal)\b|\bsees?\b|\bviews?\b|\bconsiders?\b|\bseeking\b"
+              r"|\bhoping\b|\bstarving\b|\bfearing\b|\bbelieves?\b",
+    "consequence": r"\b(faces?|faced|facing|punish\w*|tortur\w*|imprison\w*|execut\w*|camps?|prisons?|death"
+                   r"|die[sd]?|killed|sent (back|to)|sold|traffick\w*|detain\w*|leads? to|led to|result\w*|fate"
+                   r"|endur\w*|abus\w*|missing|disappear\w*|beaten|sentenced?|forced|interrogat\w*)\b",
+    "manner": r"\bby\b|\bthrough\b|\bvia\b|\busing\b|\bwith the help\b|\bnetworks?\b|\bhelp(s|ed)?\b"
+              r"|\bsmuggl\w*|\bbrokers?\b|\bcross(es|ed|ing)?\b",
+    "attribution": r"\b(said|says|say|told|tells|according to|stated|states|wrote|writes|noted|notes|explained"
+                   r"|explains|added|warned|argued|claimed|urged|called|calls|described|reported)\b|[“”\"]",
+}
+_INTENT_RE = [(n, re.compile(p, re.IGNORECASE)) for n, p in _INTENTS]
+_CUE_RE = {n: re.compile(p, re.IGNORECASE) for n, p in _CUES.items()}
+
+
+_LEAD_WH = re.compile(r"\b(why|how|what|which|who|whom|whose|when|where)\b", re.IGNORECASE)
+
+
+def question_intent(question: str) -> str | None:
+    """What the question asks for: a typed factoid ("num", "date", "who", "where"), a
+    "reason", a "consequence", a speaker's words ("attribution"), a "manner", or None.
+
+    A question led by who/when/where, or asking how many/much, is its typed factoid; any
+    other is read for the non-factoid intents first ("What happens to women who cross ..."
+    asks for a consequence, not a name), then for its type."""
+    typed = question_type(question)
+    lead = _LEAD_WH.search(question)
+    if typed == "num" or (typed and lead and lead.group(1).lower() in ("who", "whom", "whose", "when", "where")):
+        return typed
+    for name, rx in _INTENT_RE:
+        if rx.search(question):
+            return name
+    return typed
+
+
+QUOTE_FEATURES = ("score", "cos", "lex", "passage", "reader", "reader_top", "reader_margin", "reader_score",
+                  "gap", "rank", "typed", "nonfactoid", "cue", "nf_cos", "nf_lex", "nf_margin", "length")
+
+
+def quote_features(question: str, cands: list[Candidate]) -> np.ndarray:
+    """What the quote model reads (``QUOTE_FEATURES``), one row per candidate, in the order
+    given (best score first): the score and its parts, the reader's clipped margin and span
+    score, the gap to the best score, the log of the score rank, whether the question is a
+    typed factoid whose type the sentence holds, whether it asks for a reason, consequence,
+    manner or someone's words (non-factoid) and the sentence holds words such answers use,
+    the non-factoid flag times cosine, overlap and margin, and the log of the sentence length."""
+    intent = question_intent(question)
+    nonfactoid = float(intent in ("reason", "consequence", "manner", "attribution"))
+    cue_re = _CUE_RE.get(intent or "")
+    best = cands[0].score if cands else 0.0
+    rows = []
+    for rank, c in enumerate(cands):
+        margin = float(np.clip(-MARGIN_CLIP if c.reader_margin is None else c.reader_margin, -MARGIN_CLIP, MARGIN_CLIP))
+        span = float(np.clip(SPAN_SCORE_CLIP[0] if c.reader_score is None else c.reader_score, *SPAN_SCORE_CLIP))
+        cue = float(bool(cue_re and cue_re.search(c.sentence.text)))
+        rows.append((c.score, c.cos, c.lex, c.passage, c.reader, c.reader_top, margin, span, c.score - best,
+                     np.log1p(rank), c.typed, nonfactoid, cue, nonfactoid * c.cos, nonfactoid * c.lex,
+                     nonfactoid * margin, np.log(max(len(c.sentence.text), 1))))
+    return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(QUOTE_FEATURES))
 
 
 # --------------------------------------------------------------------------- no answer
@@ -303,8 +403,9 @@ def decision_features(cands: list[Candidate]) -> np.ndarray:
 
 @dataclass(frozen=True)
 class NoAnswerModel:
-    """Logistic regression on standardised ``decision_features``: logit of "the best
-    sentence answers the question"."""
+    """Logistic regression on standardised features: by default ``decision_features``, the
+    logit of "the best sentence answers the question"; ``QuoteModel`` is the same model on
+    ``quote_features``."""
 
     mean: tuple[float, ...]
     scale: tuple[float, ...]
@@ -317,50 +418,74 @@ class NoAnswerModel:
         z = (np.asarray(x, dtype=np.float64) - self.mean) / self.scale
         return z @ np.asarray(self.coef) + self.bias
 
+    def probability(self, x: np.ndarray) -> np.ndarray | float:
+        return 1.0 / (1.0 + np.exp(-self.logit(x)))
+
     @classmethod
-    def fit(cls, X: np.ndarray, y: np.ndarray, l2: float = 1e-2, steps: int = 50) -> "NoAnswerModel":
-        """Maximum likelihood with a small L2 penalty (not on the bias), by Newton's method."""
+    def fit(cls, X: np.ndarray, y: np.ndarray, l2: float = 1e-2, steps: int = 50,
+            weight: np.ndarray | None = None, features: tuple[str, ...] | None = None) -> "NoAnswerModel":
+        """Maximum likelihood with a small L2 penalty (not on the bias), by Newton's method;
+        ``weight``: one per row (default 1)."""
         X, y = np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64)
-        mean, scale = X.mean(axis=0), X.std(axis=0)
+        r = np.ones(len(y)) if weight is None else np.asarray(weight, dtype=np.float64)
+        mean = np.average(X, axis=0, weights=r)
+        scale = np.sqrt(np.average((X - mean) ** 2, axis=0, weights=r))
         scale[scale == 0] = 1.0
         Z = np.c_[(X - mean) / scale, np.ones(len(X))]
         w = np.zeros(Z.shape[1])
         penalty = l2 * np.r_[np.ones(Z.shape[1] - 1), 0.0]
         for _ in range(steps):
             p = 1.0 / (1.0 + np.exp(-(Z @ w)))
-            grad = Z.T @ (p - y) + penalty * w
-            hess = (Z * (p * (1 - p))[:, None]).T @ Z + np.diag(penalty) + 1e-9 * np.eye(len(w))
+            grad = Z.T @ (r * (p - y)) + penalty * w
+            hess = (Z * (r * p * (1 - p))[:, None]).T @ Z + np.diag(penalty) + 1e-9 * np.eye(len(w))
             step = np.linalg.solve(hess, grad)
             w -= step
             if np.abs(step).max() < 1e-10:
                 break
-        return cls(tuple(mean.tolist()), tuple(scale.tolist()), tuple(w[:-1].tolist()), float(w[-1]))
+        return cls(tuple(mean.tolist()), tuple(scale.tolist()), tuple(w[:-1].tolist()), float(w[-1]),
+                   **({"features": tuple(features)} if features is not None else {}))
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "NoAnswerModel":
-        if tuple(d.get("features", ())) != NO_ANSWER_FEATURES:
-            raise ValueError(f"no-answer model for features {d.get('features')}, not {NO_ANSWER_FEATURES}")
-        n = len(NO_ANSWER_FEATURES)
+    def from_dict(cls, d: dict, features: tuple[str, ...] = NO_ANSWER_FEATURES) -> "NoAnswerModel":
+        if tuple(d.get("features", ())) != features:
+            raise ValueError(f"model for features {d.get('features')}, not {features}")
+        n = len(features)
         mean, scale, coef = (tuple(float(x) for x in d[k]) for k in ("mean", "scale", "coef"))
         if not len(mean) == len(scale) == len(coef) == n:
             raise ValueError("wrong number of parameters")
         bias = float(d["bias"])
         if not np.isfinite([*mean, *scale, *coef, bias]).all() or min(scale) <= 0:
             raise ValueError("parameters must be finite, scales positive")
-        return cls(mean, scale, coef, bias, how=str(d.get("how", "")))
+        return cls(mean, scale, coef, bias, features=features, how=str(d.get("how", "")))
 
 
 def confidence(cands: list[Candidate], cal: Calibration) -> float | None:
-    """What the no-answer threshold is compared with (None: no candidate at all): the
-    no-answer model's logit when the calibration has one, else the best score."""
+    """What the no-answer threshold is compared with (None: no candidate at all): the best
+    quote's probability with a quote model, else the no-answer model's logit when the
+    calibration has one, else the best score."""
     if not cands:
         return None
+    if cands[0].probability is not None:
+        return cands[0].probability
     if cal.no_answer is not None:
         return float(cal.no_answer.logit(decision_features(cands)))
     return cands[0].score
+
+
+LIKELY, MAY, RELATED = "likely answers", "may answer", "related, not an answer"
+
+
+def label(probability: float | None, cal: Calibration, answer: bool) -> str:
+    """A quote's probability in the words the browser shows. Without a quote model, an answer
+    is "likely answers" and anything else is "related, not an answer"."""
+    if not answer or (probability is not None and probability < cal.threshold):
+        return RELATED
+    if probability is None or probability >= max(cal.likely, cal.threshold):
+        return LIKELY
+    return MAY
 
 
 def _norm(text: str) -> str:
@@ -405,6 +530,7 @@ def build_quotes(index: Index, cands: list[Candidate], top: int,
             Quote(
                 page=page,
                 text=s.text, start=s.start, end=s.end, score=best.score, reader_margin=best.reader_margin,
+                probability=best.probability,
                 source=sources[s.doc_id], also_in=tuple(also),
                 answer=answer, answer_start=a_start, answer_end=a_end,
                 context_before=text[ctx_start:s.start], context_after=text[s.end:ctx_end],

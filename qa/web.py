@@ -48,14 +48,14 @@ def _attr(text: str) -> str:
     return html.escape(text, quote=True).replace("\n", "&#10;")
 
 
-def relevance_label(score: float, threshold: float) -> str:
-    if score >= threshold + 0.2:
-        word = "high"
-    elif score >= threshold:
-        word = "medium"
-    else:
-        word = "low"
-    return f"relevance {word} ({score:.2f})"
+def confidence_label(a: dict) -> str:
+    """The quote's label in words ("likely answers", "may answer", "related, not an answer"),
+    set from its calibrated probability by the ask path, with that probability beside it."""
+    words = a.get("label") or "related, not an answer"
+    kind = {"likely answers": "likely", "may answer": "may"}.get(words, "related")
+    p = a.get("probability")
+    pct = f" ({round(100 * p)}% likely to answer)" if p is not None else ""
+    return f"<span class='vb-rel vb-rel-{kind}'>{esc(words)}</span><span class='vb-prob'>{esc(pct)}</span>"
 
 
 def citation_text(a: dict) -> str:
@@ -89,7 +89,7 @@ def _source_line(src: dict) -> str:
     return " · ".join(bits)
 
 
-def render_quote(a: dict, threshold: float, answer: bool = True) -> str:
+def render_quote(a: dict, answer: bool = True) -> str:
     q, start = a["quote"], a["start"]
     if answer and a.get("answer_start") is not None:
         s, e = a["answer_start"] - start, a["answer_end"] - start
@@ -114,23 +114,25 @@ def render_quote(a: dict, threshold: float, answer: bool = True) -> str:
     return (
         f"<div class='vb-item'><blockquote class='vb-quote'>“{body}”</blockquote>"
         f"<div class='vb-cite'>— <a class='vb-open' href='{_attr(link)}' target='_blank' "
-        f"rel='noopener'>{_source_line(src)}</a>{page_note(a)} · <span class='vb-rel'>"
-        f"{relevance_label(a['score'], threshold)}</span> "
+        f"rel='noopener'>{_source_line(src)}</a>{page_note(a)} · {confidence_label(a)} "
         f"<button class='vb-copy' type='button'>Copy citation</button>"
         f"<span class='vb-cite-text'>{esc(citation_text(a))}</span></div>{also}{context}</div>"
     )
 
 
-def render_answer(result: dict, threshold: float) -> str:
-    """The assistant's reply for one ``ask`` result (``AskResult.to_dict()``)."""
-    if not result["no_answer"]:
-        return "".join(render_quote(a, threshold) for a in result["answers"])
-    out = "<div class='vb-none'><b>The sources don't answer this.</b></div>"
+def render_answer(result: dict) -> str:
+    """The assistant's reply for one ``ask`` result (``AskResult.to_dict()``): the answers,
+    then any related quotes that are not answers, labelled as such."""
+    if result["no_answer"]:
+        out = "<div class='vb-none'><b>The sources don't answer this.</b></div>"
+        heading = "Closest passages — <i>not answers</i>:"
+    else:
+        out = "".join(render_quote(a) for a in result["answers"])
+        heading = "Related — <i>not answers</i>:"
     if result["closest"]:
         out += (
-            "<hr><div class='vb-closest-label'>Closest passages — <i>not answers</i>:</div>"
-            "<div class='vb-closest'>"
-            + "".join(render_quote(a, threshold, answer=False) for a in result["closest"])
+            f"<hr><div class='vb-closest-label'>{heading}</div><div class='vb-closest'>"
+            + "".join(render_quote(a, answer=False) for a in result["closest"])
             + "</div>"
         )
     return out
@@ -179,6 +181,11 @@ CSS = """
 .vb-closest{opacity:.75}
 .vb-cite-text{display:none}
 .vb-closest-label{font-size:.9em;color:#7a4b00;margin:.3em 0}
+.vb-rel{font-weight:600;padding:0 .3em;border-radius:3px}
+.vb-rel-likely{color:#1b5e20;background:#e6f4ea}
+.vb-rel-may{color:#7a4b00;background:#fff4d6}
+.vb-rel-related{color:#555;background:#eee}
+.vb-prob{font-size:.85em;color:#666;margin-left:.2em}
 """
 
 # One delegated listener: a "Copy citation" button copies the hidden citation text of its
@@ -289,7 +296,7 @@ class WebApp:
         else:
             try:
                 result = self.ask_json(message, 3, sources, date_from, date_to)
-                reply = render_answer(result, self.service.answer_calibration().threshold)
+                reply = render_answer(result)
             except VerbatimError as err:
                 reply = f"<b>{esc(str(err).capitalize())}.</b>"
             except ValueError as err:

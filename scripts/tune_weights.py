@@ -58,28 +58,7 @@ def main() -> None:
     ap.add_argument("--no-answer", action="store_true",
                     help="then fit the no-answer model (with the weights in qa/calibration.json)")
     a = ap.parse_args()
-    data = json.loads(TRAIN.read_text())["data"]
-    paras = [(art["title"], p) for art in data for p in art["paragraphs"]]
-    if a.exclude:
-        used = set(json.loads(Path(a.exclude).read_text()))
-        paras = [(t, p) for t, p in paras if not any(q["id"] in used for q in p["qas"])]
-    random.Random(a.seed).shuffle(paras)
-    paras = paras[: a.paragraphs]
-    # the cache is named by the paragraphs it holds (another --exclude samples others)
-    digest = hashlib.sha256("\n".join(p["context"] for _, p in paras).encode()).hexdigest()[:10]
-    work = REPO_ROOT / ".cache" / "tune" / f"train-{a.paragraphs}-{a.seed}-{digest}"
-    (work / "corpus").mkdir(parents=True, exist_ok=True)
-    questions = []
-    for i, (title, p) in enumerate(paras):
-        f = work / "corpus" / f"p{i:05d}.txt"
-        if not f.exists():
-            f.write_text(p["context"])
-        questions += [(q["question"], [x["text"] for x in q["answers"]], f.name, p["context"],
-                       [(x["answer_start"], len(x["text"])) for x in q["answers"]]) for q in p["qas"]]
-    v = Verbatim(work / "corpus", work / "index", root=work)
-    t = time.perf_counter()
-    v.sync()
-    print(f"{len(paras)} train paragraphs, {len(questions)} questions; index ready in {time.perf_counter() - t:.0f} s")
+    v, questions, work, paras = tune_corpus(a.paragraphs, a.seed, a.exclude)
     reader = v.reader
     # features depend on the reader's weights: the cache is named by the weights file
     # (training steps alone do not name it: stages 1 and 3 both ran 900)
@@ -152,9 +131,39 @@ def main() -> None:
         fit_no_answer(v, questions, work, tag, a)
 
 
+def tune_corpus(paragraphs: int, seed: int, exclude: str | None):
+    """The open corpus of ``paragraphs`` train paragraphs (sampled with ``seed``, none of whose
+    questions are in ``exclude``), indexed; its questions as (question, golds, file name,
+    paragraph, gold spans); the work folder; the paragraphs."""
+    data = json.loads(TRAIN.read_text())["data"]
+    paras = [(art["title"], p) for art in data for p in art["paragraphs"]]
+    if exclude:
+        used = set(json.loads(Path(exclude).read_text()))
+        paras = [(t, p) for t, p in paras if not any(q["id"] in used for q in p["qas"])]
+    random.Random(seed).shuffle(paras)
+    paras = paras[:paragraphs]
+    # the cache is named by the paragraphs it holds (another --exclude samples others)
+    digest = hashlib.sha256("\n".join(p["context"] for _, p in paras).encode()).hexdigest()[:10]
+    work = REPO_ROOT / ".cache" / "tune" / f"train-{paragraphs}-{seed}-{digest}"
+    (work / "corpus").mkdir(parents=True, exist_ok=True)
+    questions = []
+    for i, (title, p) in enumerate(paras):
+        f = work / "corpus" / f"p{i:05d}.txt"
+        if not f.exists():
+            f.write_text(p["context"])
+        questions += [(q["question"], [x["text"] for x in q["answers"]], f.name, p["context"],
+                       [(x["answer_start"], len(x["text"])) for x in q["answers"]]) for q in p["qas"]]
+    v = Verbatim(work / "corpus", work / "index", root=work)
+    t = time.perf_counter()
+    v.sync()
+    print(f"{len(paras)} train paragraphs, {len(questions)} questions; index ready in {time.perf_counter() - t:.0f} s")
+    return v, questions, work, paras
+
+
 def ranked(v, idx, cal: Calibration, q: str, qvec, flt: retrieval.Filter = retrieval.Filter()) -> list:
     """The candidate sentences for ``q``, best first, from the top 8 passages ``flt`` allows."""
-    return answering.candidates(idx, q, qvec, retrieval.retrieve(idx, q, qvec, top=8, flt=flt), cal, v.reader)
+    passages = retrieval.retrieve(idx, q, qvec, top=8, flt=flt, alpha=cal.fusion_alpha)
+    return answering.candidates(idx, q, qvec, passages, cal, v.reader)
 
 
 def doc_of(idx, name: str) -> str:
@@ -180,7 +189,7 @@ def decision_row(cands: list, golds: list[str], kind: int, i: int) -> tuple:
     return answering.decision_features(cands), contains_answer(cands[0].sentence.text, golds), kind, i
 
 
-def whole_askings(v, questions, cal: Calibration, out: Path) -> None:
+def whole_askings(v, questions, cal: Calibration, out: Path, row=None, save=None) -> None:
     """Each question over all the paragraphs, and with its own paragraph left out of
     retrieval (a question the sources cannot answer)."""
     idx = v.index()
@@ -191,12 +200,12 @@ def whole_askings(v, questions, cal: Calibration, out: Path) -> None:
         qvec = v.query_encoder.encode_queries([q])[0]
         for present, flt in ((1, retrieval.Filter()), (0, retrieval.Filter(doc_ids=everything - {doc_of(idx, fname)}))):
             if cands := ranked(v, idx, cal, q, qvec, flt):
-                rows.append(decision_row(cands, golds, present, i))
-    print(f"no-answer features for {len(questions)} questions x 2 in {time.perf_counter() - t:.0f} s")
-    save_rows(out, rows)
+                rows.append((row or decision_row)(cands, golds, present, i))
+    print(f"features for {len(questions)} questions x 2 in {time.perf_counter() - t:.0f} s")
+    (save or save_rows)(out, rows)
 
 
-def cut_askings(questions, work: Path, cal: Calibration, out: Path) -> None:
+def cut_askings(questions, work: Path, cal: Calibration, out: Path, row=None, save=None) -> None:
     """A third asking of each question, like one the sources touch on but do not answer: its
     own paragraph replaced by a copy with the sentences that hold a gold answer cut out."""
     from qa.chunking import sentence_spans
@@ -226,9 +235,9 @@ def cut_askings(questions, work: Path, cal: Calibration, out: Path) -> None:
         q, golds, own = questions[i][:3]
         flt = retrieval.Filter(doc_ids=(paragraphs - {doc_of(idx, own)}) | {doc_of(idx, fname)})
         if cands := ranked(v, idx, cal, q, v.query_encoder.encode_queries([q])[0], flt):
-            rows.append(decision_row(cands, golds, 2, i))
-    print(f"no-answer features with the answer cut out, {len(rows)} questions in {time.perf_counter() - t:.0f} s")
-    save_rows(out, rows)
+            rows.append((row or decision_row)(cands, golds, 2, i))
+    print(f"features with the answer cut out, {len(rows)} questions in {time.perf_counter() - t:.0f} s")
+    (save or save_rows)(out, rows)
 
 
 def fit_no_answer(v, questions, work: Path, tag: str, a) -> None:

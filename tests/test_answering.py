@@ -108,3 +108,87 @@ def test_confidence_is_the_models_logit_or_else_the_score(tmp_path):
         f.write_text(json.dumps({"threshold": 0.2, "no_answer": {**m.to_dict(), **bad}}))
         with pytest.warns(UserWarning, match="no-answer model"):
             assert Calibration.load(f) == Calibration()
+
+
+@pytest.mark.parametrize("q,intent", [
+    ("Why does China send North Korean defectors back?", "reason"),
+    ("What's the main reason Beijing refuses to call them refugees?", "reason"),
+    ("What happens to women who cross into China?", "consequence"),
+    ("What fate awaits those who are sent back?", "consequence"),
+    ("What does Tim Peters say about the crackdown?", "attribution"),
+    ("According to Open Doors, where does North Korea rank?", "where"),  # a typed factoid first
+    ("How do defectors get out of China?", "manner"),
+    ("How many were sent back in October 2023?", "num"),
+    ("Who is Tim Peters?", "who"),
+    ("Is China a member of the UN Security Council?", None),
+])
+def test_question_intent(q, intent):
+    from qa.answering import question_intent
+
+    assert question_intent(q) == intent
+
+
+def test_quote_features_read_what_the_question_asks_for():
+    from qa.answering import QUOTE_FEATURES, Candidate, quote_features
+    from qa.types import Sentence
+
+    def cand(text, score):
+        c = Candidate(Sentence("d", 0, len(text), text), 0, 0.5, 0.3, 1.0)
+        c.score = score
+        return c
+
+    cands = [cand("China sends them back.", 1.2),
+             cand("The main reason is that China does not want to destabilize the regime.", 1.0)]
+    x = quote_features("Why does China send them back?", cands)
+    f = {n: x[:, i] for i, n in enumerate(QUOTE_FEATURES)}
+    assert x.shape == (2, len(QUOTE_FEATURES))
+    assert f["cue"].tolist() == [0.0, 1.0]  # "reason" answers a why-question
+    assert f["nonfactoid"].tolist() == [1.0, 1.0] and f["nf_cos"].tolist() == [0.5, 0.5]
+    assert f["gap"].tolist() == pytest.approx([0.0, -0.2])
+    assert f["reader_margin"].tolist() == [-20.0, -20.0]  # no reader span: the clip's floor
+    factoid = quote_features("How many were sent back?", cands)
+    assert factoid[:, QUOTE_FEATURES.index("nonfactoid")].tolist() == [0.0, 0.0]
+
+
+def test_quote_model_ranks_by_probability_and_labels_follow_the_bars():
+    from dataclasses import replace
+
+    from qa.answering import (LIKELY, MAY, QUOTE_FEATURES, RELATED, Calibration, NoAnswerModel,
+                              label)
+
+    n = len(QUOTE_FEATURES)
+    cue = QUOTE_FEATURES.index("cue")
+    coef = tuple(2.0 if i == cue else 0.0 for i in range(n))
+    m = NoAnswerModel((0.0,) * n, (1.0,) * n, coef, -1.0, features=QUOTE_FEATURES)
+    cal = replace(Calibration(), quote_model=m, threshold=0.3, likely=0.6)
+    assert float(m.probability(np.eye(n)[cue])) == pytest.approx(1 / (1 + np.exp(-1.0)))
+    assert label(0.9, cal, answer=True) == LIKELY
+    assert label(0.4, cal, answer=True) == MAY
+    assert label(0.2, cal, answer=True) == RELATED  # below the bar: never an answer
+    assert label(0.9, cal, answer=False) == RELATED
+    assert label(None, Calibration(), answer=True) == LIKELY  # no quote model: answers are answers
+
+
+def test_a_damaged_quote_model_falls_back_to_the_default_calibration(tmp_path):
+    from qa.answering import QUOTE_FEATURES, Calibration, NoAnswerModel
+
+    n = len(QUOTE_FEATURES)
+    m = NoAnswerModel((0.0,) * n, (1.0,) * n, (0.1,) * n, 0.0, features=QUOTE_FEATURES)
+    f = tmp_path / "calibration.json"
+    f.write_text(json.dumps({"threshold": 0.4, "quote_model": m.to_dict()}))
+    assert Calibration.load(f).quote_model == m
+    f.write_text(json.dumps({"threshold": 0.4, "quote_model": {**m.to_dict(), "features": ["score"]}}))
+    with pytest.warns(UserWarning, match="quote model"):
+        assert Calibration.load(f) == Calibration()
+
+
+def test_weighted_fit_counts_a_row_of_weight_two_as_two_rows():
+    from qa.answering import NoAnswerModel
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(200, 3))
+    y = (X[:, 0] + rng.normal(size=200)) > 0
+    w = rng.integers(1, 3, size=200)
+    weighted = NoAnswerModel.fit(X, y, weight=w)
+    repeated = NoAnswerModel.fit(np.repeat(X, w, axis=0), np.repeat(y, w))
+    assert np.allclose(weighted.logit(X), repeated.logit(X), atol=1e-6)

@@ -39,10 +39,12 @@ def test_render_answer_no_answer_labels_closest_as_not_answers():
          "context": {"before": "x", "after": "y", "start": 9, "end": 29},
          "source": {"doc_id": "d1", "path": "corpus/a.txt", "title": "T", "publisher": "P",
                     "date": "2020", "url": "", "authors": [], "paths": ["corpus/a.txt"]}}
-    html = render_answer({"no_answer": True, "answers": [], "closest": [a]}, 0.35)
+    html = render_answer({"no_answer": True, "answers": [], "closest": [{**a, "label": "related, not an answer",
+                                                                         "probability": 0.12}]})
     assert "don't answer this" in html and "not answers" in html
     assert "<b>sentence</b>" not in html and "&lt;b&gt;sentence&lt;/b&gt;" in html
     assert "vb-ans" not in html
+    assert "related, not an answer" in html and "12% likely" in html and "likely answers" not in html
 
 
 def test_render_document_marks_span_and_escapes():

@@ -1,0 +1,161 @@
+"""Fit the quote model: the probability that a candidate sentence answers the question.
+
+    .venv/bin/python scripts/tune_quotes.py --exclude .cache/shipped-reader/used_question_ids.json \
+        [--paragraphs 800] [--questions 1200] [--write]
+
+Tuning data, and nothing else (SQuAD dev and the people test half stay unseen):
+- SQuAD v1.1 *train*: the open corpus of ``scripts/tune_weights.py`` (the same 800 paragraphs
+  the reader never learned from); each question asked with its paragraph, without it, and
+  with its answer sentences cut out (``tune_weights.whole_askings`` / ``cut_askings``);
+- the tuning half of the people-style set (``eval/people-tune.jsonl``) over the shipped corpus.
+
+Every candidate sentence of every asking is a row: ``answering.quote_features`` and whether
+it holds a gold answer. A logistic model (``answering.QUOTE_FEATURES``) is fitted with each
+source weighed equally per asking. Five folds by question give held-out probabilities, from
+which the answer bar is chosen as ``qa eval --calibrate`` chooses a threshold (each set
+weighed to the people set's share of unanswerable questions), and the figures are printed:
+top-1 when candidates are ranked by probability against by score, decision accuracy, and
+the expected calibration error of the top three quotes. With --write the model and bar go
+to qa/calibration.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import pickle
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tune_weights import cut_askings, ranked, tune_corpus, whole_askings  # noqa: E402
+
+from qa import Verbatim, answering  # noqa: E402
+from qa.answering import CALIBRATION_FILE, QUOTE_FEATURES, Calibration, NoAnswerModel  # noqa: E402
+from qa.config import REPO_ROOT  # noqa: E402
+from qa.evaluate import calibrate, contains_answer, expected_calibration_error, load_jsonl  # noqa: E402
+
+PEOPLE_TUNE = REPO_ROOT / "eval" / "people-tune.jsonl"
+
+
+def quote_row(question: str, cands, golds, present: int, i: int) -> tuple:
+    """One asking: every candidate's features and whether it holds a gold answer, the kind of
+    asking (1 with the answer there, 0 left out, 2 cut out, 3 a people question that has none)
+    and the question's number."""
+    return (answering.quote_features(question, cands),
+            np.array([contains_answer(c.sentence.text, golds) for c in cands]), present, i)
+
+
+def squad_rows(a, cal: Calibration) -> list[tuple]:
+    v, questions, work, _ = tune_corpus(a.paragraphs, a.seed, a.exclude)
+    questions = questions[: a.questions]
+    key = hashlib.sha256(repr((asdict(cal), len(questions), QUOTE_FEATURES)).encode()).hexdigest()[:10]
+    cache = work / f"quote-rows-{key}.pkl"
+    if cache.exists():
+        return pickle.loads(cache.read_bytes())
+    rows: list[tuple] = []
+
+    def row(cands, golds, present, i):  # the features read the question's words
+        return quote_row(questions[i][0], cands, golds, present, i)
+
+    whole_askings(v, questions, cal, cache, row=row, save=lambda _, new: rows.extend(new))
+    cut_askings(questions, work, cal, cache, row=row, save=lambda _, new: rows.extend(new))
+    cache.write_bytes(pickle.dumps(rows))
+    return rows
+
+
+def people_rows(cal: Calibration) -> list[tuple]:
+    v = Verbatim()
+    v.ensure_index()
+    idx = v.index()
+    rows = []
+    for i, q in enumerate(load_jsonl(PEOPLE_TUNE)):
+        cands = ranked(v, idx, cal, q.question, v.query_encoder.encode_queries([q.question])[0])
+        if cands:
+            rows.append(quote_row(q.question, cands, q.answers, 1 if q.answerable else 3, 100_000 + i))
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--paragraphs", type=int, default=800)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--questions", type=int, default=1200, help="SQuAD train questions asked (3 times each)")
+    ap.add_argument("--exclude", help="JSON list of question ids to keep out (the reader's training questions)")
+    ap.add_argument("--l2", type=float, default=1.0)
+    ap.add_argument("--write", action="store_true")
+    a = ap.parse_args()
+    base = replace(Calibration.load(), quote_model=None)  # features are read in score order
+    t = time.perf_counter()
+    squad = squad_rows(a, base)
+    people = people_rows(base)
+    print(f"{len(squad)} SQuAD train askings, {len(people)} people-tune questions; rows in {time.perf_counter() - t:.0f} s")
+    askings = [("squad", r) for r in squad] + [("people", r) for r in people]
+    n_by = {"squad": len(squad), "people": len(people)}
+    X = np.vstack([r[0] for _, r in askings])
+    y = np.concatenate([r[1] for _, r in askings]).astype(float)
+    per = np.array([len(r[1]) for _, r in askings])
+    asking_of = np.repeat(np.arange(len(askings)), per)
+    group = np.array([r[3] for _, r in askings])
+    # each source weighs the same in all; within it, each asking the same
+    w_ask = np.array([0.5 / n_by[s] for s, _ in askings]) / per
+    weight = np.repeat(w_ask, per) * len(X)
+    fold = group[asking_of] % 5
+    held = np.zeros(len(X))
+    for k in range(5):
+        m = NoAnswerModel.fit(X[fold != k], y[fold != k], l2=a.l2, weight=weight[fold != k], features=QUOTE_FEATURES)
+        held[fold == k] = m.probability(X[fold == k])
+    starts = np.r_[0, np.cumsum(per)[:-1]]
+
+    def summary(prob):
+        """Per asking: (source, answerable, top candidate right, its probability, top-3 probabilities/labels)."""
+        out = []
+        for j, (src, r) in enumerate(askings):
+            p = prob[starts[j]: starts[j] + per[j]]
+            order = np.argsort(-p, kind="stable")
+            out.append((src, r[2] == 1, bool(r[1][order[0]]), float(p[order[0]]),
+                        [(float(p[o]), bool(r[1][o])) for o in order[:3]]))
+        return out
+
+    held_sum = summary(held)
+    by_score = summary(-np.concatenate([np.arange(n) for n in per]).astype(float))  # score order
+    for src in ("squad", "people"):
+        ans = [(h, s) for h, s in zip(held_sum, by_score) if h[0] == src and h[1]]
+        print(f"  {src}: top-1 ranked by probability (5-fold) {np.mean([h[2] for h, _ in ans]):.3f}, "
+              f"by score {np.mean([s[2] for _, s in ans]):.3f} ({len(ans)} askings with the answer present)")
+    share = round(float(np.mean([not q.answerable for q in load_jsonl(PEOPLE_TUNE)])), 4)
+    sets = {src: [SimpleNamespace(answerable=h[1], best_contains=h[2], confidence=h[3])
+                  for h in held_sum if h[0] == src] for src in ("squad", "people")}
+    result = calibrate(sets, unanswerable_share=share)
+    bar = result["threshold"]
+    print(f"answer bar {bar:.4f} (5-fold): decision accuracy {result['per_dataset_accuracy']}, answered share "
+          f"{result['answered_share']}, unanswerable declined {result['no_answer_recall']}")
+    for src in ("squad", "people"):
+        pairs = [pc for h in held_sum if h[0] == src for pc in h[4]]
+        print(f"  {src}: expected calibration error of the top three quotes (5-fold) "
+              f"{expected_calibration_error(pairs):.4f}")
+    model = NoAnswerModel.fit(X, y, l2=a.l2, weight=weight, features=QUOTE_FEATURES)
+    print("coefficients (standardised): " + ", ".join(f"{n} {c:+.2f}" for n, c in zip(QUOTE_FEATURES, model.coef)))
+    if a.write:
+        how = (f"scripts/tune_quotes.py --paragraphs {a.paragraphs} --questions {a.questions} on "
+               f"{time.strftime('%Y-%m-%d')}: logistic model on every candidate of {len(squad)} askings of SQuAD v1.1 "
+               f"train questions (with their paragraph, without it, with the answer cut out) and the "
+               f"{len(people)} questions of eval/people-tune.jsonl, each source weighed equally; answer bar "
+               f"{bar:.4f} from 5-fold probabilities at a {share:.0%} share of unanswerable questions "
+               f"(accuracy {result['per_dataset_accuracy']})")
+        cal = Calibration.load()
+        out = {**asdict(cal), "quote_model": replace(model, how=how).to_dict(), "threshold": bar, "how": how}
+        CALIBRATION_FILE.write_text(json.dumps(out, indent=2) + "\n")
+        print(f"wrote {CALIBRATION_FILE}")
+
+
+if __name__ == "__main__":
+    main()
