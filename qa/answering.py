@@ -58,7 +58,7 @@ class Calibration:
     w_reader: float = 0.0
     w_reader_top: float = 0.0
     reader_span_margin: float = -4.0  # below this the reader's span is not marked
-    fusion_alpha: float | None = None  # dense share of a convex retrieval fusion; None: RRF
+    fusion_weights: tuple[float, ...] | None = None  # convex fusion: dense, BM25, sentence; None: RRF
     fusion_how: str = ""
     # probability that a quote answers (QuoteModel on quote_features); when there is one it
     # ranks the candidates, and ``threshold`` is a probability every quote shown as an answer
@@ -81,7 +81,7 @@ class Calibration:
             return cls()
         keys = {"threshold", "w_cos", "w_lex", "w_passage", "w_type", "w_reader", "w_reader_top",
                 "reader_span_margin", "no_answer", "how", "weights_how", "without_reader",
-                "fusion_alpha", "fusion_how", "quote_model", "likely"}
+                "fusion_weights", "fusion_how", "quote_model", "likely"}
         fields = {k: v for k, v in data.items() if k in keys}
         if fields.get("no_answer") is not None:  # parsed once here, not per question
             try:
@@ -89,6 +89,13 @@ class Calibration:
             except (KeyError, TypeError, ValueError) as e:  # its threshold is meaningless without it
                 warnings.warn(f"{path}: unusable no-answer model ({e}); using the default calibration")
                 return cls()
+        if fields.get("fusion_weights") is not None:
+            w = fields["fusion_weights"]
+            if not (isinstance(w, list) and len(w) == 3 and all(isinstance(x, (int, float)) and x >= 0 for x in w)
+                    and sum(w) > 0):
+                warnings.warn(f"{path}: fusion_weights must be three non-negative numbers; fusing by RRF")
+                w = None
+            fields["fusion_weights"] = tuple(w) if w else None
         if fields.get("quote_model") is not None:
             try:
                 fields["quote_model"] = NoAnswerModel.from_dict(fields["quote_model"], QUOTE_FEATURES)
@@ -123,6 +130,9 @@ class Candidate:
     reader_top: float = 0.0  # exp(span score - best span score among the candidates)
     score: float = 0.0
     probability: float | None = None  # that it answers (with a quote model)
+    ctx_cos: float = 0.0  # best cosine / overlap of the sentences either side (same passage)
+    ctx_lex: float = 0.0
+    missing: float = 0.0  # idf of the rarest question term the sentence lacks, over the rarest's
 
 
 # --------------------------------------------------------------------------- lexical
@@ -135,6 +145,16 @@ def lexical_overlap(q_terms: list[str], s_terms: set[str], idf: dict[str, float]
     total = sum(weights.values())
     hit = sum(w for t, w in weights.items() if t in s_terms)
     return hit / total if total else 0.0
+
+
+def missing_term(q_terms: list[str], s_terms: set[str], idf: dict[str, float], unseen: float) -> float:
+    """How rare the rarest question term absent from the sentence is, relative to the rarest
+    question term (0: the sentence has them all; 1: it lacks the rarest)."""
+    weights = [idf.get(t, unseen) for t in set(q_terms)]
+    if not weights or max(weights) <= 0:
+        return 0.0
+    absent = [idf.get(t, unseen) for t in set(q_terms) if t not in s_terms]
+    return max(absent, default=0.0) / max(weights)
 
 
 # --------------------------------------------------------------------------- spans
@@ -258,18 +278,24 @@ def candidates(index: Index, question: str, qvec: np.ndarray, passages: list[Pas
             continue
         vecs = np.stack([v for _, _, v in sents])
         cos = vecs @ qvec.astype(np.float32)
-        s_terms_list = bm25_tokenize([s.text for _, s, _ in sents])
-        for (idx, sent, _), c, s_terms in zip(sents, cos, s_terms_list):
+        s_terms_list = [set(t) for t in bm25_tokenize([s.text for _, s, _ in sents])]
+        lexes = [lexical_overlap(q_terms, t, idf, unseen) for t in s_terms_list]
+        for n, ((idx, sent, _), c, s_terms, lex) in enumerate(zip(sents, cos, s_terms_list, lexes)):
             if not sent.quotable:
                 continue
             key = (sent.doc_id, idx)
             rel = p.score / top_fused if top_fused else 0.0
+            near = [m for m in (n - 1, n + 1) if 0 <= m < len(sents)]
+            ctx_cos = max((float(cos[m]) for m in near), default=0.0)
+            ctx_lex = max((lexes[m] for m in near), default=0.0)
             if key in seen:
-                seen[key].passage = max(seen[key].passage, rel)
+                old = seen[key]
+                old.passage = max(old.passage, rel)
+                old.ctx_cos, old.ctx_lex = max(old.ctx_cos, ctx_cos), max(old.ctx_lex, ctx_lex)
                 continue
-            lex = lexical_overlap(q_terms, set(s_terms), idf, unseen)
             span = answer_span(question, sent.text) if typed_question else None
-            cand = Candidate(sent, idx, float(c), lex, rel, float(span is not None), span)
+            cand = Candidate(sent, idx, float(c), lex, rel, float(span is not None), span,
+                             ctx_cos=ctx_cos, ctx_lex=ctx_lex, missing=missing_term(q_terms, s_terms, idf, unseen))
             if reading is not None:
                 best = reading.best_in(sent.doc_id, sent.start, sent.end)
                 if best is not None:
@@ -355,7 +381,8 @@ def question_intent(question: str) -> str | None:
 
 
 QUOTE_FEATURES = ("score", "cos", "lex", "passage", "reader", "reader_top", "reader_margin", "reader_score",
-                  "gap", "rank", "typed", "nonfactoid", "cue", "nf_cos", "nf_lex", "nf_margin", "length")
+                  "gap", "rank", "typed", "nonfactoid", "cue", "nf_cos", "nf_lex", "nf_margin", "length",
+                  "ctx_cos", "ctx_lex", "missing")
 
 
 def quote_features(question: str, cands: list[Candidate]) -> np.ndarray:
@@ -364,7 +391,9 @@ def quote_features(question: str, cands: list[Candidate]) -> np.ndarray:
     score, the gap to the best score, the log of the score rank, whether the question is a
     typed factoid whose type the sentence holds, whether it asks for a reason, consequence,
     manner or someone's words (non-factoid) and the sentence holds words such answers use,
-    the non-factoid flag times cosine, overlap and margin, and the log of the sentence length."""
+    the non-factoid flag times cosine, overlap and margin, the log of the sentence length, the
+    best cosine and overlap of the sentences beside it (an answer often follows the sentence
+    that matches the question), and how rare a question term it lacks is (``missing_term``)."""
     intent = question_intent(question)
     nonfactoid = float(intent in ("reason", "consequence", "manner", "attribution"))
     cue_re = _CUE_RE.get(intent or "")
@@ -376,7 +405,8 @@ def quote_features(question: str, cands: list[Candidate]) -> np.ndarray:
         cue = float(bool(cue_re and cue_re.search(c.sentence.text)))
         rows.append((c.score, c.cos, c.lex, c.passage, c.reader, c.reader_top, margin, span, c.score - best,
                      np.log1p(rank), c.typed, nonfactoid, cue, nonfactoid * c.cos, nonfactoid * c.lex,
-                     nonfactoid * margin, np.log(max(len(c.sentence.text), 1))))
+                     nonfactoid * margin, np.log(max(len(c.sentence.text), 1)), c.ctx_cos, c.ctx_lex,
+                     c.missing))
     return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(QUOTE_FEATURES))
 
 

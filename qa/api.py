@@ -151,7 +151,7 @@ class Verbatim:
         cal = self.answer_calibration(reader is not None)
         passages = retrieval.retrieve(
             idx, q, qvec, top=max(cfg.passages, retrieve), candidates=max(cfg.candidates, retrieve),
-            mode=cfg.mode, rrf_k=cfg.rrf_k, flt=flt, alpha=cal.fusion_alpha if cfg.fusion == "calibrated" else None,
+            mode=cfg.mode, rrf_k=cfg.rrf_k, flt=flt, weights=cal.fusion_weights if cfg.fusion == "calibrated" else None,
         )
         t2 = time.perf_counter()
         read = passages[: cfg.passages]

@@ -495,13 +495,13 @@ def file_hash(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
 
-def squad_service(path: Path, log=print):
+def squad_service(path: Path, log=print, calibration=None):
     """A service over the SQuAD file's paragraphs, cached under .cache/eval/ by file hash."""
     from .api import Verbatim
 
     work = CACHE / f"{path.stem}-{file_hash(path)}"
     questions = load_squad(path, work / "corpus")
-    v = Verbatim(work / "corpus", work / "index", root=work)
+    v = Verbatim(work / "corpus", work / "index", root=work, calibration=calibration)
     t = time.perf_counter()
     report = v.sync(progress=sys.stderr.isatty(), log=log)
     build = time.perf_counter() - t if report.chunks_embedded else None
@@ -617,6 +617,8 @@ def add_eval_parser(sub) -> None:
     s.add_argument("--unanswerable-share", type=float,
                    help="with --calibrate: weigh each set as if this share of the questions asked were "
                    "unanswerable (default: the shipped set's own share)")
+    s.add_argument("--calibration", help="answer with this calibration file instead of qa/calibration.json "
+                   "(e.g. an earlier one, to compare)")
     s.add_argument("--no-reader", action="store_true",
                    help="answer without the extractive reader (sentence scorer and span heuristic only)")
     s.add_argument("--reader-gold", action="store_true",
@@ -639,21 +641,28 @@ def cmd_eval(args) -> int:
         return _cmd_reader_gold(path, args)
     if not path.is_file():
         raise VerbatimError(f"question file {path} does not exist")
+    cal = None
+    if args.calibration:
+        from .answering import Calibration
+
+        if not Path(args.calibration).is_file():
+            raise VerbatimError(f"calibration file {args.calibration} does not exist")
+        cal = Calibration.load(Path(args.calibration))
     build = None
     if path.suffix == ".jsonl":
         if args.squad_corpus:
             raise VerbatimError("--squad-corpus needs a SQuAD .json file")
         questions = load_jsonl(path)
-        service = Verbatim(Path(args.corpus), Path(args.index))
+        service = Verbatim(Path(args.corpus), Path(args.index), calibration=cal)
         t = time.perf_counter()
         if service.ensure_index(log=_log) is not None:
             build = time.perf_counter() - t
     else:
         if args.squad_corpus:
-            service, questions, build = squad_service(path, log=_log)
+            service, questions, build = squad_service(path, log=_log, calibration=cal)
         else:
             questions = load_squad(path, None)
-            service = Verbatim(Path(args.corpus), Path(args.index))
+            service = Verbatim(Path(args.corpus), Path(args.index), calibration=cal)
             service.ensure_index(log=_log)
     questions = sample(questions, args.limit, args.seed)
     if not questions:
@@ -753,6 +762,9 @@ def _cmd_calibrate(args) -> int:
         share = share_of_unanswerable(args.unanswerable_share)
     else:  # the in-domain set is our estimate of how often the sources cannot answer
         share = round(_mean(not q.answerable for q in shipped_questions), 4)
+    if Calibration.load().quote_model is not None and not args.no_reader:
+        raise VerbatimError("the answer bar of the quote model is chosen with the model, on tuning data only: "
+                            "run scripts/tune_quotes.py --write (qa eval --calibrate sets the fallback's, with --no-reader)")
     shipped = Verbatim(Path(args.corpus), Path(args.index))
     shipped.ensure_index(log=_log)
     use_reader = not args.no_reader and shipped.reader is not None

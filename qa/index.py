@@ -300,6 +300,24 @@ class Index:
         return np.array([np.frombuffer(rows[c], dtype=np.float16, count=dim) for c in ids],
                         dtype=np.float32).reshape(len(ids), dim)
 
+    def best_sentence_cosines(self, chunk_ids: list[int], qvec: np.ndarray) -> dict[int, float]:
+        """For each passage, the highest cosine of one of its sentences with ``qvec``."""
+        dim = int(self.manifest["dim"])
+        ids = [int(c) for c in chunk_ids]
+        rows = self.db().execute(
+            "SELECT c.id, s.emb FROM chunks c JOIN sentences s ON s.doc_id = c.doc_id "
+            f"AND s.idx BETWEEN c.first_sentence AND c.last_sentence WHERE c.id IN ({','.join('?' * len(ids))})",
+            ids).fetchall()
+        if not rows:
+            return {}
+        vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float16).reshape(len(rows), dim)
+        cos = vecs.astype(np.float32) @ qvec.astype(np.float32)
+        best: dict[int, float] = {}
+        for (cid, _), c in zip(rows, cos.tolist()):
+            if c > best.get(cid, -np.inf):
+                best[cid] = c
+        return best
+
     def chunk_ids(self) -> list[int]:
         """Ids of the passages this generation holds, ascending."""
         return [r[0] for r in self.db().execute(

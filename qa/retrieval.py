@@ -1,11 +1,15 @@
 """Retrieval stage: dense (FAISS) and BM25 candidates, fused.
 
 Two fusions: reciprocal rank fusion (``rrf``), which reads only ranks, and a convex
-combination of the two retrievers' scores, each min-max normalised over its own candidate
-list (``convex``: ``alpha * dense + (1 - alpha) * bm25``; a passage one retriever did not
-return gets 0 from it). RRF throws away how far ahead a retriever's first hit is, which
-pushes right BM25 top hits down; the convex weight is fitted on SQuAD v1.1 *train*
-(``scripts/tune_fusion.py``) and stored in ``qa/calibration.json`` (``fusion_alpha``).
+combination of scores (``convex``), each signal min-max normalised over its own candidate
+list, a passage missing from a list getting 0 from it. The convex fusion reads three
+signals: the passage vector's cosine (FAISS), BM25, and the best cosine of any one of the
+passage's sentences with the question (``sentence_max``: computed for the union of the two
+retrievers' candidates from the stored sentence vectors; a question about one fact matches
+its sentence more sharply than a four-sentence passage). RRF throws away how far ahead a
+retriever's first hit is, which pushes right BM25 top hits down. The convex weights are
+fitted on SQuAD v1.1 *train* (``scripts/tune_fusion.py``) and stored in
+``qa/calibration.json`` (``fusion_weights``: dense, BM25, sentence).
 """
 
 from __future__ import annotations
@@ -120,30 +124,55 @@ def rrf(rankings: list[list[int]], k: int = 60, scores: list[list[float]] | None
     return fused
 
 
-def convex(dense: tuple[list[int], list[float]], bm25: tuple[list[int], list[float]],
-           alpha: float, norm: str = "minmax") -> dict[int, float]:
-    """``alpha`` * min-max normalised dense score + (1 - ``alpha``) * min-max normalised BM25
-    score, each over its own candidate list; a hit missing from a list gets 0 from it (it
-    scored below that list's last hit). A list whose scores are all equal gives each hit 1."""
+Hits = tuple[list[int], list[float]]  # chunk ids best first, their scores
+
+
+def convex(lists: list[Hits], weights: list[float]) -> dict[int, float]:
+    """The weighted sum of each list's min-max normalised scores; a hit missing from a list
+    gets 0 from it (it scored below that list's last hit). A list whose scores are all
+    equal gives each of its hits 1."""
     fused: dict[int, float] = {}
-    for (ids, scores), w in ((dense, alpha), (bm25, 1.0 - alpha)):
+    for (ids, scores), w in zip(lists, weights):
         if not ids:
             continue
         hi, lo = max(scores), min(scores)
-        if norm == "max":
-            lo = 0.0
         for cid, sc in zip(ids, scores):
             norm = (sc - lo) / (hi - lo) if hi > lo else 1.0
             fused[cid] = fused.get(cid, 0.0) + w * norm
     return fused
 
 
-def fuse(dense: tuple[list[int], list[float]], bm25: tuple[list[int], list[float]],
-         rrf_k: int = 60, alpha: float | None = None, norm: str = "minmax") -> dict[int, float]:
-    """The fused score of every hit: convex with weight ``alpha``, or RRF when it is None."""
-    if alpha is None:
+def fuse(dense: Hits, bm25: Hits, rrf_k: int = 60, weights: tuple[float, ...] | None = None,
+         sentence: Hits = ([], [])) -> dict[int, float]:
+    """The fused score of every hit: convex with ``weights`` (dense, BM25, sentence), or RRF
+    of the dense and BM25 ranks when there are none."""
+    if weights is None:
         return rrf([dense[0], bm25[0]], rrf_k, [dense[1], bm25[1]])
-    return convex(dense, bm25, alpha, norm)
+    return convex([dense, bm25, sentence], list(weights))
+
+
+def sentence_max(index: Index, chunk_ids: list[int], qvec: np.ndarray) -> Hits:
+    """Each passage's best sentence cosine with the question, best first."""
+    if not chunk_ids:
+        return [], []
+    best = index.best_sentence_cosines(chunk_ids, qvec)
+    order = sorted(best, key=lambda c: (-best[c], c))
+    return order, [best[c] for c in order]
+
+
+def hybrid_lists(index: Index, question: str, qvec: np.ndarray, candidates: int, allowed: np.ndarray | None,
+                 mode: str = "hybrid", sentences: bool = True) -> tuple[Hits, Hits, Hits]:
+    """The dense, BM25 and (in hybrid mode, with ``sentences``) sentence-cosine hits."""
+    dense: Hits = ([], [])
+    bm25: Hits = ([], [])
+    if mode in ("hybrid", "dense"):
+        dense = _cut(*dense_search(index, qvec, candidates + TIE_SLACK, allowed), candidates)
+    if mode in ("hybrid", "bm25"):
+        bm25 = _cut(*bm25_search(index, question, candidates + TIE_SLACK, allowed), candidates)
+    sent: Hits = ([], [])
+    if mode == "hybrid" and sentences:
+        sent = sentence_max(index, sorted(set(dense[0]) | set(bm25[0])), qvec)
+    return dense, bm25, sent
 
 
 def ranks(ids: list[int], scores: list[float] | None = None) -> dict[int, int]:
@@ -178,19 +207,15 @@ def retrieve(
     mode: str = "hybrid",
     rrf_k: int = 60,
     flt: Filter = Filter(),
-    alpha: float | None = None,
+    weights: tuple[float, ...] | None = None,
 ) -> list[Passage]:
     """Top passages for ``question``, best first, each with scores and its source.
 
-    ``alpha``: the dense share of a convex fusion; None fuses by RRF (``rrf_k``)."""
+    ``weights``: of a convex fusion (dense, BM25, sentence); None fuses by RRF (``rrf_k``)."""
     allowed = allowed_chunk_ids(index, flt)
-    d_ids, d_scores = ([], [])
-    b_ids, b_scores = ([], [])
-    if mode in ("hybrid", "dense"):
-        d_ids, d_scores = _cut(*dense_search(index, qvec, candidates + TIE_SLACK, allowed), candidates)
-    if mode in ("hybrid", "bm25"):
-        b_ids, b_scores = _cut(*bm25_search(index, question, candidates + TIE_SLACK, allowed), candidates)
-    fused = fuse((d_ids, d_scores), (b_ids, b_scores), rrf_k, alpha)
+    (d_ids, d_scores), (b_ids, b_scores), sent = hybrid_lists(
+        index, question, qvec, candidates, allowed, mode, sentences=weights is not None and weights[2] > 0)
+    fused = fuse((d_ids, d_scores), (b_ids, b_scores), rrf_k, weights, sent)
     d_rank, b_rank = ranks(d_ids, d_scores), ranks(b_ids, b_scores)
     d_score = dict(zip(d_ids, d_scores))
     b_score = dict(zip(b_ids, b_scores))

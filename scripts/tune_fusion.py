@@ -5,13 +5,14 @@
 
 Fitting: whole train articles, drawn at random until they hold ``--paragraphs`` paragraphs,
 become an open corpus (indexed by the normal pipeline, cached in .cache/tune/): like the dev
-set, many paragraphs share a topic, which is what makes finding the right one hard; for every question of those paragraphs both retrievers'
-candidate lists are fetched once, then each dense share ``alpha`` of the convex fusion
-(``retrieval.convex``) is scored by how often the question's own paragraph is ranked first
-(strict hit@1; ties: MRR@10). With --write the best ``alpha`` goes to qa/calibration.json.
+set, many paragraphs share a topic, which is what makes finding the right one hard. For a
+sample of their questions the three signals' lists (``retrieval.hybrid_lists``) are fetched
+once, then each weighting (dense, BM25, sentence) of the convex fusion on a grid is scored
+by how often the question's own paragraph is ranked first (strict hit@1; ties: MRR@10).
+With --write the best weights go to qa/calibration.json.
 
-Reporting: the same figures for BM25 alone, dense alone, RRF and the convex fusion with the
-stored ``alpha``, on a SQuAD file's paragraphs as one corpus (``qa eval --squad-corpus``'s
+Reporting: the same figures for BM25 alone, dense alone, sentence alone, RRF and the convex fusion with the
+stored weights, on a SQuAD file's paragraphs as one corpus (``qa eval --squad-corpus``'s
 cached index), for a seeded sample of its questions. Nothing is fitted there.
 """
 
@@ -36,24 +37,24 @@ from qa.config import REPO_ROOT, AskSettings  # noqa: E402
 from qa.evaluate import sample, squad_service  # noqa: E402
 
 TRAIN = REPO_ROOT.parent / "shared" / "data" / "squad" / "train-v1.1.json"
-ALPHAS = [round(x / 20, 2) for x in range(21)]
+STEP = 0.05
+# dense, BM25, sentence weights summing to 1 (BM25 at least 0.05: the only exact-word signal)
+GRID = [(round(d * STEP, 2), round(1 - (d + s) * STEP, 2), round(s * STEP, 2))
+        for d in range(0, 21) for s in range(0, 21) if d + s <= 19]
 
 
 def candidate_lists(v: Verbatim, questions: list[tuple[str, str]]) -> list[tuple]:
-    """Per question: (own doc id, dense hits, BM25 hits, the doc/start of every hit)."""
+    """Per question: (own doc id, dense hits, BM25 hits, sentence hits, the doc/start of every hit)."""
     idx = v.index()
-    cfg = AskSettings()
     doc_of = {}
     out = []
     for q, fname in questions:
         if fname not in doc_of:
             doc_of[fname] = next(iter(idx.doc_ids_for([fname])))
         qvec = v.query_encoder.encode_queries([q])[0]
-        n = cfg.candidates
-        dense = retrieval._cut(*retrieval.dense_search(idx, qvec, n + retrieval.TIE_SLACK, None), n)
-        bm25 = retrieval._cut(*retrieval.bm25_search(idx, q, n + retrieval.TIE_SLACK, None), n)
-        rows = idx.chunks(list(set(dense[0]) | set(bm25[0])))
-        out.append((doc_of[fname], dense, bm25, {c: (r[0], r[1]) for c, r in rows.items()}))
+        dense, bm25, sent = retrieval.hybrid_lists(idx, q, qvec, AskSettings().candidates, None)
+        rows = idx.chunks(sent[0])
+        out.append((doc_of[fname], dense, bm25, sent, {c: (r[0], r[1]) for c, r in rows.items()}))
     return out
 
 
@@ -67,19 +68,20 @@ def own_rank(fused: dict[int, float], where: dict[int, tuple], own: str) -> int 
 
 
 def score(lists: list[tuple], fusion) -> tuple[float, float]:
-    """Strict hit@1 and MRR@10 of a fusion (a function of the dense and BM25 hits)."""
-    ranks = [own_rank(fusion(d, b), where, own) for own, d, b, where in lists]
+    """Strict hit@1 and MRR@10 of a fusion (a function of the dense, BM25 and sentence hits)."""
+    ranks = [own_rank(fusion(d, b, s), where, own) for own, d, b, s, where in lists]
     return (float(np.mean([r == 1 for r in ranks])),
             float(np.mean([1 / r if r else 0.0 for r in ranks])))
 
 
-def fusions(alpha: float | None) -> dict:
+def fusions(weights) -> dict:
     none = ([], [])
-    out = {"bm25": lambda d, b: retrieval.fuse(none, b),
-           "dense": lambda d, b: retrieval.fuse(d, none),
-           "rrf": lambda d, b: retrieval.fuse(d, b)}
-    if alpha is not None:
-        out[f"convex alpha={alpha}"] = lambda d, b: retrieval.fuse(d, b, alpha=alpha)
+    out = {"bm25": lambda d, b, s: retrieval.fuse(none, b),
+           "dense": lambda d, b, s: retrieval.fuse(d, none),
+           "sentence": lambda d, b, s: retrieval.fuse(none, none, weights=(0, 0, 1), sentence=s),
+           "rrf": lambda d, b, s: retrieval.fuse(d, b)}
+    if weights is not None:
+        out[f"convex {tuple(weights)}"] = lambda d, b, s: retrieval.fuse(d, b, weights=weights, sentence=s)
     return out
 
 
@@ -112,19 +114,23 @@ def fit(a) -> None:
         h, m = score(lists, f)
         print(f"  {name:<18} hit@1 {h:.4f}  MRR@10 {m:.4f}")
     results = []
-    for alpha in ALPHAS:
-        h, m = score(lists, lambda d, b: retrieval.fuse(d, b, alpha=alpha))
-        results.append((h, m, alpha))
-        hm, mm = score(lists, lambda d, b: retrieval.fuse(d, b, alpha=alpha, norm="max"))
-        print(f"  convex alpha={alpha:<5} hit@1 {h:.4f}  MRR@10 {m:.4f}   (norm max: {hm:.4f} {mm:.4f})")
-    h, m, alpha = max(results)
-    print(f"best: alpha={alpha} (hit@1 {h:.4f}, MRR@10 {m:.4f})")
+    for w in GRID:
+        h, m = score(lists, lambda d, b, s: retrieval.fuse(d, b, weights=w, sentence=s))
+        results.append((h, m, w))
+    results.sort(reverse=True)
+    for h, m, w in results[:8]:
+        print(f"  convex {w}: hit@1 {h:.4f}  MRR@10 {m:.4f}")
+    for w in ((0.5, 0.5, 0.0), (0.0, 0.5, 0.5)):
+        h, m = score(lists, lambda d, b, s: retrieval.fuse(d, b, weights=w, sentence=s))
+        print(f"  convex {w}: hit@1 {h:.4f}  MRR@10 {m:.4f}")
+    h, m, w = results[0]
+    print(f"best: weights (dense, BM25, sentence) {w} (hit@1 {h:.4f}, MRR@10 {m:.4f})")
     if a.write:
         cal = Calibration.load()
         how = (f"scripts/tune_fusion.py --paragraphs {a.paragraphs} --seed {a.seed} on {time.strftime('%Y-%m-%d')}: "
-               f"grid over alpha on {len(questions)} SQuAD v1.1 train questions (open corpus of {len(paras)} train "
-               f"paragraphs); own paragraph first {h:.4f}, MRR@10 {m:.4f}")
-        out = {**asdict(cal), "fusion_alpha": alpha, "fusion_how": how}
+               f"grid over the weights on {len(questions)} SQuAD v1.1 train questions (open corpus of "
+               f"{len(paras)} train paragraphs, whole articles); own paragraph first {h:.4f}, MRR@10 {m:.4f}")
+        out = {**asdict(cal), "fusion_weights": list(w), "fusion_how": how}
         CALIBRATION_FILE.write_text(json.dumps(out, indent=2) + "\n")
         print(f"wrote {CALIBRATION_FILE}")
 
@@ -135,7 +141,7 @@ def report(a) -> None:
     questions = [q for q in sample(questions, a.limit, a.seed) if q.answers]
     lists = candidate_lists(v, [(q.question, Path(q.source).name) for q in questions])
     print(f"{path.name}: {len(questions)} questions (seed {a.seed}), own paragraph ranked first / MRR@10:")
-    for name, f in fusions(Calibration.load().fusion_alpha).items():
+    for name, f in fusions(Calibration.load().fusion_weights).items():
         h, m = score(lists, f)
         print(f"  {name:<18} hit@1 {h:.4f}  MRR@10 {m:.4f}")
 
@@ -145,7 +151,7 @@ def main() -> None:
     ap.add_argument("--paragraphs", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--limit", type=int, help="a sample of this many questions")
-    ap.add_argument("--write", action="store_true", help="store the best alpha in qa/calibration.json")
+    ap.add_argument("--write", action="store_true", help="store the best weights in qa/calibration.json")
     ap.add_argument("--report", help="a SQuAD file: report the fusions on it (nothing fitted)")
     a = ap.parse_args()
     report(a) if a.report else fit(a)

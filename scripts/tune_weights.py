@@ -162,7 +162,7 @@ def tune_corpus(paragraphs: int, seed: int, exclude: str | None):
 
 def ranked(v, idx, cal: Calibration, q: str, qvec, flt: retrieval.Filter = retrieval.Filter()) -> list:
     """The candidate sentences for ``q``, best first, from the top 8 passages ``flt`` allows."""
-    passages = retrieval.retrieve(idx, q, qvec, top=8, flt=flt, alpha=cal.fusion_alpha)
+    passages = retrieval.retrieve(idx, q, qvec, top=8, flt=flt, weights=cal.fusion_weights)
     return answering.candidates(idx, q, qvec, passages, cal, v.reader)
 
 

@@ -192,3 +192,14 @@ def test_weighted_fit_counts_a_row_of_weight_two_as_two_rows():
     weighted = NoAnswerModel.fit(X, y, weight=w)
     repeated = NoAnswerModel.fit(np.repeat(X, w, axis=0), np.repeat(y, w))
     assert np.allclose(weighted.logit(X), repeated.logit(X), atol=1e-6)
+
+
+def test_missing_term_weighs_the_rarest_absent_question_word():
+    from qa.answering import missing_term
+
+    idf = {"china": 1.0, "convention": 2.0, "reply": 4.0}
+    assert missing_term(["china", "reply"], {"china", "reply"}, idf, 5.0) == 0.0
+    assert missing_term(["china", "reply"], {"china"}, idf, 5.0) == 1.0  # lacks the rarest
+    assert missing_term(["china", "reply", "convention"], {"reply"}, idf, 5.0) == pytest.approx(0.5)
+    assert missing_term(["letter"], set(), idf, 5.0) == 1.0  # unseen words are the rarest
+    assert missing_term([], {"x"}, idf, 5.0) == 0.0

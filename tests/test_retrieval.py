@@ -89,12 +89,15 @@ def test_a_tie_at_the_candidate_cut_is_kept_whole():
 def test_convex_fusion_normalises_each_list_and_weighs_them():
     dense = ([1, 2, 3], [0.9, 0.7, 0.5])
     bm25 = ([3, 4], [12.0, 2.0])
-    fused = retrieval.convex(dense, bm25, alpha=0.6)
+    fused = retrieval.convex([dense, bm25], [0.6, 0.4])
     assert fused[1] == pytest.approx(0.6)  # dense best, absent from BM25
     assert fused[2] == pytest.approx(0.6 * 0.5)
     assert fused[3] == pytest.approx(0.6 * 0.0 + 0.4 * 1.0)
     assert fused[4] == pytest.approx(0.0)
-    assert retrieval.convex(([5], [0.3]), ([], []), 0.5) == {5: pytest.approx(0.5)}  # one hit: full marks
+    assert retrieval.convex([([5], [0.3]), ([], [])], [0.5, 0.5]) == {5: pytest.approx(0.5)}  # one hit: full marks
+    sent = ([4, 1], [0.8, 0.2])
+    three = retrieval.fuse(dense, bm25, weights=(0.2, 0.3, 0.5), sentence=sent)
+    assert three[4] == pytest.approx(0.5) and three[1] == pytest.approx(0.2)
 
 
 @settings(max_examples=200, deadline=None)
@@ -104,14 +107,28 @@ def test_convex_fusion_normalises_each_list_and_weighs_them():
 def test_convex_fusion_is_bounded_and_its_ends_are_the_single_retrievers(ds, bs, alpha):
     dense = (list(range(len(ds))), sorted(ds, reverse=True))
     bm25 = (list(range(100, 100 + len(bs))), sorted(bs, reverse=True))
-    fused = retrieval.fuse(dense, bm25, alpha=alpha)
+    fused = retrieval.fuse(dense, bm25, weights=(alpha, 1 - alpha, 0))
     assert all(-1e-9 <= v <= 1 + 1e-9 for v in fused.values())
-    only_dense = retrieval.fuse(dense, bm25, alpha=1.0)
+    only_dense = retrieval.fuse(dense, bm25, weights=(1, 0, 0))
     order = sorted(dense[0], key=lambda c: -only_dense[c])
-    assert [dense[1][c] for c in order] == dense[1]  # alpha 1 keeps the dense order
+    assert [dense[1][c] for c in order] == dense[1]  # dense weight 1 keeps the dense order
     assert all(only_dense[c] == 0 for c in bm25[0])
 
 
-def test_fuse_without_alpha_is_rrf():
+def test_fuse_without_weights_is_rrf():
     d, b = ([1, 2], [0.9, 0.1]), ([2, 3], [5.0, 1.0])
     assert retrieval.fuse(d, b, rrf_k=60) == retrieval.rrf([d[0], b[0]], 60, [d[1], b[1]])
+
+
+def test_sentence_signal_is_each_passages_best_sentence(hashing_service):
+    hashing_service.sync()
+    idx = hashing_service.index()
+    q = hashing_service.encoder.encode_queries(["Tumen river Jilin Province"])[0]
+    ids = idx.chunk_ids()[:6]
+    got_ids, got = retrieval.sentence_max(idx, ids, q)
+    assert sorted(got_ids) == sorted(ids) and got == sorted(got, reverse=True)
+    rows = idx.chunks(ids)
+    for cid, score in zip(got_ids, got):
+        doc, _, _, first, last = rows[cid]
+        brute = max(float(v @ q) for _, _, v in idx.sentences(doc, first, last))
+        assert score == pytest.approx(brute, abs=1e-5)
