@@ -1,12 +1,15 @@
 """Index build throughput vs the raw encoder, and warm `ask` latency.
 
     .venv/bin/python bench/bench_foundation.py [--paragraphs 300] [--repeats 3]
+        [--ask-only] [--baseline-calibration FILE]
 
 Build: a corpus of SQuAD v1.1 dev paragraphs (real text) indexed from scratch.
 "Raw encoder" encodes exactly the texts the build embeds (its chunks and its
 sentences) with the same model and batch size, so the ratio is the pipeline's
 overhead (reading, segmentation, SQLite, FAISS, BM25, atomic write).
-Ask: warm latency on the shipped corpus over the example questions, repeated.
+Ask: warm latency on the shipped corpus over the example questions, repeated. With
+--baseline-calibration (an earlier qa/calibration.json, e.g. from `git show`), the same
+questions are also asked with it, interleaved, and the ratio of the medians is printed.
 """
 
 from __future__ import annotations
@@ -50,7 +53,15 @@ def main() -> None:
     ap.add_argument("--paragraphs", type=int, default=300)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--asks", type=int, default=100)
+    ap.add_argument("--ask-only", action="store_true", help="skip the build benchmark")
+    ap.add_argument("--baseline-calibration", help="also ask with this calibration file, for the ratio")
     a = ap.parse_args()
+    if not a.ask_only:
+        bench_build(a)
+    bench_ask(a)
+
+
+def bench_build(a) -> None:
     import torch
 
     print(f"torch threads: {torch.get_num_threads()}")
@@ -88,19 +99,32 @@ def main() -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
+
+
+def bench_ask(a) -> None:
+    from qa.answering import Calibration
+
     idx_dir = Path(tempfile.mkdtemp(prefix="vb-bench-ask-"))
     try:
-        v = Verbatim(REPO / "corpus", idx_dir / "index", root=REPO)
-        v.sync()
-        for q in QUESTIONS:  # warm-up
-            v.ask(q)
-        lat = []
+        services = {"current": Verbatim(REPO / "corpus", idx_dir / "index", root=REPO)}
+        services["current"].sync()
+        if a.baseline_calibration:
+            services["baseline"] = Verbatim(REPO / "corpus", idx_dir / "index", root=REPO,
+                                            calibration=Calibration.load(Path(a.baseline_calibration)))
+        lat: dict[str, list[float]] = {name: [] for name in services}
+        for v in services.values():
+            for q in QUESTIONS:  # warm-up
+                v.ask(q)
         for i in range(a.asks):
-            t = time.perf_counter()
-            v.ask(QUESTIONS[i % len(QUESTIONS)])
-            lat.append((time.perf_counter() - t) * 1e3)
-        print(f"\nwarm ask on the shipped corpus ({a.asks} asks): p50 {pct(lat, 50):.1f} ms, "
-              f"p95 {pct(lat, 95):.1f} ms, max {max(lat):.1f} ms")
+            for name, v in services.items():  # interleaved: both see the same machine state
+                t = time.perf_counter()
+                v.ask(QUESTIONS[i % len(QUESTIONS)])
+                lat[name].append((time.perf_counter() - t) * 1e3)
+        for name, ms in lat.items():
+            print(f"\nwarm ask on the shipped corpus, {name} calibration ({a.asks} asks): p50 {pct(ms, 50):.1f} ms, "
+                  f"p95 {pct(ms, 95):.1f} ms, max {max(ms):.1f} ms")
+        if "baseline" in lat:
+            print(f"ratio of p50s current/baseline: {pct(lat['current'], 50) / pct(lat['baseline'], 50):.2f}")
     finally:
         shutil.rmtree(idx_dir, ignore_errors=True)
 

@@ -76,21 +76,24 @@ def cmd_ask(args) -> int:
     tty = sys.stdout.isatty()
     if res.no_answer:
         print("No answer in the sources.")
-        if out["closest"]:
-            print("\nClosest passages (not answers):")
-        shown = out["closest"]
-    else:
-        shown = out["answers"]
-    for i, a in enumerate(shown, 1):
-        print(f"\n{i}. “{_emph(a['quote'], a['start'], a['answer_start'], a['answer_end'], tty)}”")
-        if a["answer"] and not tty:
-            print(f"   answer: {a['answer']}")
-        print(f"   — {_cite(a['source'])}" + (f", p. {a['page']}" if a.get("page") else ""))
-        print(f"     {a['source']['path']} [{a['start']}:{a['end']}]"
-              + (f"  {a['source']['url']}" if a["source"]["url"] else "")
-              + f"  score {a['score']:.2f}")
-        for other in a["also_in"]:
-            print(f"     also in: {_cite(other['source'])} ({other['source']['path']})")
+    groups = [("", out["answers"]),
+              ("\nClosest passages (not answers):" if res.no_answer else "\nRelated (not answers):", out["closest"])]
+    n = 0
+    for heading, shown in groups:
+        if shown and heading:
+            print(heading)
+        for a in shown:
+            n += 1
+            print(f"\n{n}. “{_emph(a['quote'], a['start'], a['answer_start'], a['answer_end'], tty)}”")
+            if a["answer"] and not tty:
+                print(f"   answer: {a['answer']}")
+            print(f"   — {_cite(a['source'])}" + (f", p. {a['page']}" if a.get("page") else ""))
+            print(f"     {a['source']['path']} [{a['start']}:{a['end']}]"
+                  + (f"  {a['source']['url']}" if a["source"]["url"] else "")
+                  + (f"  {a['label']}" if a.get("label") else "")
+                  + (f" ({a['probability']:.0%})" if a.get("probability") is not None else f"  score {a['score']:.2f}"))
+            for other in a["also_in"]:
+                print(f"     also in: {_cite(other['source'])} ({other['source']['path']})")
     return 0
 
 
