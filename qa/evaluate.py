@@ -445,6 +445,35 @@ def _histogram_svg(series: dict[str, list[float]], title: str, lo: float, hi: fl
             f"xmlns='http://www.w3.org/2000/svg'>{legend}{''.join(rects)}{ticks}</svg></figure>")
 
 
+def _reliability_svg(pairs: list[tuple[float, bool]], title: str) -> str:
+    """A reliability diagram: per probability bin, the share of quotes that answer (dots sized
+    by count) against the diagonal of perfect calibration, with the expected calibration error."""
+    if not pairs:
+        return ""
+    size, pad = 260, 34
+    span = size - 2 * pad
+    xy = lambda px, py: (pad + px * span, size - pad - py * span)
+    x0, y0 = xy(0, 0)
+    x1, y1 = xy(1, 1)
+    bins = reliability(pairs)
+    top = max(c for *_, c in bins)
+    dots = "".join(
+        f"<circle cx='{xy(p_, r)[0]:.1f}' cy='{xy(p_, r)[1]:.1f}' r='{3 + 7 * (c / top) ** 0.5:.1f}' "
+        f"fill='#1864ab' fill-opacity='.7'><title>mean probability {p_:.2f}: {r:.2f} answer ({c} quotes)"
+        f"</title></circle>" for p_, r, c in bins)
+    ticks = "".join(f"<text x='{xy(t, 0)[0]:.0f}' y='{size - pad + 14}' font-size='10' text-anchor='middle'>{t}</text>"
+                    f"<text x='{pad - 6}' y='{xy(0, t)[1] + 3:.0f}' font-size='10' text-anchor='end'>{t}</text>"
+                    for t in (0, 0.5, 1))
+    return (f"<figure><figcaption>{_esc(title)}: expected calibration error "
+            f"{expected_calibration_error(pairs):.3f} over {len(pairs)} quotes</figcaption>"
+            f"<svg width='{size}' height='{size}' xmlns='http://www.w3.org/2000/svg'>"
+            f"<rect x='{x0}' y='{y1}' width='{span}' height='{span}' fill='none' stroke='#ccc'/>"
+            f"<line x1='{x0}' y1='{y0}' x2='{x1}' y2='{y1}' stroke='#999' stroke-dasharray='4'/>{dots}{ticks}"
+            f"<text x='{size / 2}' y='{size - 4}' font-size='11' text-anchor='middle'>stated probability</text>"
+            f"<text x='10' y='{size / 2}' font-size='11' transform='rotate(-90 10 {size / 2})' "
+            f"text-anchor='middle'>share that answer</text></svg></figure>")
+
+
 def _esc(s) -> str:
     import html
 
@@ -459,6 +488,7 @@ def html_report(name: str, columns: dict[str, dict], preds: list[Prediction], th
     scores = _histogram_svg({"answerable, right sentence": right, "answerable, wrong sentence": wrong,
                              "unanswerable": unans},
                             f"Best-candidate confidence (no-answer threshold {threshold:.3f})", min(allv), max(allv))
+    reliab = _reliability_svg([pc for p in preds for pc in p.quote_probs], "Reliability of the quote probability")
     lat = [p.latency_ms for p in preds]
     latency = _histogram_svg({"latency ms": lat}, "Per-question latency (ms)", 0, max(lat + [1.0]))
     wrong_rows = "".join(
@@ -482,7 +512,7 @@ def html_report(name: str, columns: dict[str, dict], preds: list[Prediction], th
 <style>body{{font:14px sans-serif;margin:2rem}}table{{border-collapse:collapse}}td,th{{border:1px solid #ddd;
 padding:3px 6px;vertical-align:top}}figure{{display:inline-block;margin:1rem}}</style></head><body>
 <h1>Verbatim evaluation: {_esc(name)}</h1><p>{time.strftime('%Y-%m-%d %H:%M')}</p>
-<table><tr><th>metric</th>{head}</tr>{body}</table>{kinds}{scores}{latency}
+<table><tr><th>metric</th>{head}</tr>{body}</table>{kinds}{scores}{reliab}{latency}
 <h2>Wrong answers ({wrong_rows.count('<tr>')})</h2>
 <table><tr><th>id</th><th>kind</th><th>question</th><th>expected</th><th>top quote</th><th>span</th><th>source</th><th>score</th></tr>
 {wrong_rows}</table></body></html>"""

@@ -270,3 +270,13 @@ def test_expected_calibration_error():
 def test_ece_is_between_zero_and_one_and_counts_every_pair(pairs):
     assert 0 <= ev.expected_calibration_error(pairs) <= 1
     assert sum(c for *_, c in ev.reliability(pairs)) == len(pairs)
+
+
+def test_html_report_shows_kinds_and_a_reliability_diagram():
+    preds = [_pred("why", True, True, False, own=1, probs=[(0.9, True), (0.2, False)]),
+             _pred("unanswerable-near", False, False, True, probs=[(0.1, False)])]
+    cols = {"hybrid": {**ev.metrics(preds), "by_kind": ev.by_kind(preds)}}
+    html = ev.html_report("people-test.jsonl", cols, preds, 0.4)
+    assert "By kind of question" in html and "unanswerable-near" in html
+    assert "Reliability of the quote probability" in html and html.count("<circle") == 3
+    assert "expected calibration error" in html
