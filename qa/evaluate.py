@@ -364,10 +364,11 @@ def by_kind(preds: list[Prediction]) -> dict[str, dict]:
     non-factoid groups when the set uses those kinds."""
     kinds = Counter(p.kind or "other" for p in preds)
     out = {k: kind_row([p for p in preds if (p.kind or "other") == k]) for k, _ in kinds.most_common()}
-    for group, members in (("factoid (who/number/date)", FACTOID_KINDS), ("non-factoid", NON_FACTOID_KINDS)):
-        chosen = [p for p in preds if p.kind in members]
-        if chosen and len(kinds) > 1:
-            out[group] = kind_row(chosen)
+    if set(kinds) - set(_WH) - {"other"}:  # a set with kinds of its own, not SQuAD's wh-words
+        for group, members in (("factoid (who/number/date)", FACTOID_KINDS), ("non-factoid", NON_FACTOID_KINDS)):
+            chosen = [p for p in preds if p.kind in members]
+            if chosen:
+                out[group] = kind_row(chosen)
     return out
 
 
@@ -548,13 +549,16 @@ def share_of_unanswerable(value) -> float:
     return share
 
 
-def calibrate(datasets: dict[str, list[Prediction]], unanswerable_share: float | None = None) -> dict:
+def calibrate(datasets: dict[str, list[Prediction]], unanswerable_share: float | None = None,
+              decline_wrong: bool = False) -> dict:
     """Pick the no-answer threshold that maximises the mean per-dataset decision accuracy.
 
     A question is handled well at threshold t when it is unanswerable and the best
     candidate's confidence is below t, or answerable, the best candidate holds a gold
-    answer and its confidence is at least t. Each dataset counts equally, so a large set
-    does not drown a small one.
+    answer and its confidence is at least t. With ``decline_wrong``, an answerable question
+    whose best candidate does not hold the answer is handled well when it is declined (a
+    refusal is better than a wrong quote shown as the answer). Each dataset counts equally,
+    so a large set does not drown a small one.
 
     With `unanswerable_share` s, each dataset's accuracy is taken at that mix of questions:
     s * (share of its unanswerable questions declined) + (1 - s) * (share of its answerable
@@ -573,23 +577,28 @@ def calibrate(datasets: dict[str, list[Prediction]], unanswerable_share: float |
         unanswerable and of one answerable question."""
         unans = np.sort([p.confidence for p in ps if not p.answerable and p.confidence is not None])
         right = np.sort([p.confidence for p in ps if p.answerable and p.best_contains and p.confidence is not None])
+        wrong_all = [p.confidence for p in ps if decline_wrong and p.answerable and not p.best_contains]
+        wrong = np.sort([c for c in wrong_all if c is not None])
         n_un = sum(not p.answerable for p in ps)
         n_ans = len(ps) - n_un
         if unanswerable_share is None or not n_un or not n_ans:  # the set's own mix
             w_un = w_ans = 1 / len(ps) if ps else 0.0
         else:
             w_un, w_ans = unanswerable_share / n_un, (1 - unanswerable_share) / n_ans
-        return unans, right, n_un - len(unans), w_un, w_ans
+        return unans, right, n_un - len(unans), w_un, w_ans, wrong, len(wrong_all) - len(wrong)
 
     def acc(r, t):  # t: an array of thresholds -> decision accuracy at each
-        unans, right, none, w_un, w_ans = r
+        unans, right, none, w_un, w_ans, wrong, wrong_none = r
         declined = np.searchsorted(unans, t, "left") + none
         answered_right = len(right) - np.searchsorted(right, t, "left")
-        return w_un * declined + w_ans * answered_right
+        declined_wrong = np.searchsorted(wrong, t, "left") + wrong_none
+        return w_un * declined + w_ans * (answered_right + declined_wrong)
 
     rules = {n: rule(ps) for n, ps in datasets.items()}
-    # accuracy changes only at the confidence of an unanswerable or a rightly chosen question
-    cuts = np.unique(np.concatenate([x for unans, right, *_ in rules.values() for x in (unans, right)]))
+    # accuracy changes only at the confidence of an unanswerable, a rightly chosen or (with
+    # decline_wrong) a wrongly chosen question
+    cuts = np.unique(np.concatenate([x for unans, right, _, _, _, wrong, _ in rules.values()
+                                     for x in (unans, right, wrong)]))
     lo_end, hi_end = (cuts[0], cuts[-1]) if len(cuts) else (0.0, 0.0)
     cuts = np.concatenate([[lo_end - 0.01], cuts, [hi_end + 0.01]])  # answer all / none
     scored = np.mean([acc(r, cuts) for r in rules.values()], axis=0)

@@ -9,9 +9,14 @@ Tuning data, and nothing else (SQuAD dev and the people test half stay unseen):
   with its answer sentences cut out (``tune_weights.whole_askings`` / ``cut_askings``);
 - the tuning half of the people-style set (``eval/people-tune.jsonl``) over the shipped corpus.
 
+The shipped set (``eval/shipped.jsonl``) is not fitted on, but joins the choice of the
+answer bar, as it has since the first calibration.
+
 Every candidate sentence of every asking is a row: ``answering.quote_features`` and whether
-it holds a gold answer. A logistic model (``answering.QUOTE_FEATURES``) is fitted with each
-source weighed equally per asking. Five folds by question give held-out probabilities, from
+it holds a gold answer. A logistic model (``answering.QUOTE_FEATURES``) is fitted with the
+people questions weighing ``--people-share`` of the whole (default 0.8: they are the questions
+the product is asked; SQuAD keeps the factoid signals honest), each asking equally within its
+source. Five folds by question give held-out probabilities, from
 which the answer bar is chosen as ``qa eval --calibrate`` chooses a threshold (each set
 weighed to the people set's share of unanswerable questions), and the figures are printed:
 top-1 when candidates are ranked by probability against by score, decision accuracy, and
@@ -41,7 +46,7 @@ from tune_weights import cut_askings, ranked, tune_corpus, whole_askings  # noqa
 from qa import Verbatim, answering  # noqa: E402
 from qa.answering import CALIBRATION_FILE, QUOTE_FEATURES, Calibration, NoAnswerModel  # noqa: E402
 from qa.config import REPO_ROOT  # noqa: E402
-from qa.evaluate import calibrate, contains_answer, expected_calibration_error, load_jsonl  # noqa: E402
+from qa.evaluate import SHIPPED_SET, calibrate, contains_answer, expected_calibration_error, load_jsonl  # noqa: E402
 
 PEOPLE_TUNE = REPO_ROOT / "eval" / "people-tune.jsonl"
 
@@ -72,12 +77,13 @@ def squad_rows(a, cal: Calibration) -> list[tuple]:
     return rows
 
 
-def people_rows(cal: Calibration) -> list[tuple]:
+def corpus_rows(path: Path, cal: Calibration) -> list[tuple]:
+    """The askings of a question set over the shipped corpus."""
     v = Verbatim()
     v.ensure_index()
     idx = v.index()
     rows = []
-    for i, q in enumerate(load_jsonl(PEOPLE_TUNE)):
+    for i, q in enumerate(load_jsonl(path)):
         cands = ranked(v, idx, cal, q.question, v.query_encoder.encode_queries([q.question])[0])
         if cands:
             rows.append(quote_row(q.question, cands, q.answers, 1 if q.answerable else 3, 100_000 + i))
@@ -91,12 +97,14 @@ def main() -> None:
     ap.add_argument("--questions", type=int, default=1200, help="SQuAD train questions asked (3 times each)")
     ap.add_argument("--exclude", help="JSON list of question ids to keep out (the reader's training questions)")
     ap.add_argument("--l2", type=float, default=1.0)
+    ap.add_argument("--people-share", type=float, default=0.8, help="weight of the people questions in the fit")
     ap.add_argument("--write", action="store_true")
     a = ap.parse_args()
     base = replace(Calibration.load(), quote_model=None)  # features are read in score order
     t = time.perf_counter()
     squad = squad_rows(a, base)
-    people = people_rows(base)
+    people = corpus_rows(PEOPLE_TUNE, base)
+    shipped = corpus_rows(SHIPPED_SET, base)
     print(f"{len(squad)} SQuAD train askings, {len(people)} people-tune questions; rows in {time.perf_counter() - t:.0f} s")
     askings = [("squad", r) for r in squad] + [("people", r) for r in people]
     n_by = {"squad": len(squad), "people": len(people)}
@@ -105,8 +113,9 @@ def main() -> None:
     per = np.array([len(r[1]) for _, r in askings])
     asking_of = np.repeat(np.arange(len(askings)), per)
     group = np.array([r[3] for _, r in askings])
-    # each source weighs the same in all; within it, each asking the same
-    w_ask = np.array([0.5 / n_by[s] for s, _ in askings]) / per
+    # each source weighs its share in all; within it, each asking the same
+    share_of = {"people": a.people_share, "squad": 1 - a.people_share}
+    w_ask = np.array([share_of[s] / n_by[s] for s, _ in askings]) / per
     weight = np.repeat(w_ask, per) * len(X)
     fold = group[asking_of] % 5
     held = np.zeros(len(X))
@@ -131,25 +140,28 @@ def main() -> None:
         ans = [(h, s) for h, s in zip(held_sum, by_score) if h[0] == src and h[1]]
         print(f"  {src}: top-1 ranked by probability (5-fold) {np.mean([h[2] for h, _ in ans]):.3f}, "
               f"by score {np.mean([s[2] for _, s in ans]):.3f} ({len(ans)} askings with the answer present)")
+    model = NoAnswerModel.fit(X, y, l2=a.l2, weight=weight, features=QUOTE_FEATURES)
+    # the shipped set is not fitted on; it joins the choice of the bar, as it always has
+    held_sum += [("shipped", r[2] == 1, bool(r[1][o[0]]), float(pr[o[0]]), [])
+                 for r in shipped for pr in [model.probability(r[0])] for o in [np.argsort(-pr, kind="stable")]]
     share = round(float(np.mean([not q.answerable for q in load_jsonl(PEOPLE_TUNE)])), 4)
     sets = {src: [SimpleNamespace(answerable=h[1], best_contains=h[2], confidence=h[3])
-                  for h in held_sum if h[0] == src] for src in ("squad", "people")}
-    result = calibrate(sets, unanswerable_share=share)
+                  for h in held_sum if h[0] == src] for src in ("squad", "people", "shipped")}
+    result = calibrate(sets, unanswerable_share=share, decline_wrong=True)
     bar = result["threshold"]
-    print(f"answer bar {bar:.4f} (5-fold): decision accuracy {result['per_dataset_accuracy']}, answered share "
+    print(f"answer bar {bar:.4f}: decision accuracy {result['per_dataset_accuracy']}, answered share "
           f"{result['answered_share']}, unanswerable declined {result['no_answer_recall']}")
     for src in ("squad", "people"):
         pairs = [pc for h in held_sum if h[0] == src for pc in h[4]]
         print(f"  {src}: expected calibration error of the top three quotes (5-fold) "
               f"{expected_calibration_error(pairs):.4f}")
-    model = NoAnswerModel.fit(X, y, l2=a.l2, weight=weight, features=QUOTE_FEATURES)
     print("coefficients (standardised): " + ", ".join(f"{n} {c:+.2f}" for n, c in zip(QUOTE_FEATURES, model.coef)))
     if a.write:
         how = (f"scripts/tune_quotes.py --paragraphs {a.paragraphs} --questions {a.questions} on "
                f"{time.strftime('%Y-%m-%d')}: logistic model on every candidate of {len(squad)} askings of SQuAD v1.1 "
                f"train questions (with their paragraph, without it, with the answer cut out) and the "
-               f"{len(people)} questions of eval/people-tune.jsonl, each source weighed equally; answer bar "
-               f"{bar:.4f} from 5-fold probabilities at a {share:.0%} share of unanswerable questions "
+               f"{len(people)} questions of eval/people-tune.jsonl (weighing {a.people_share:.0%}); answer bar "
+               f"{bar:.4f} from their 5-fold probabilities and the shipped set's at a {share:.0%} share of unanswerable questions "
                f"(accuracy {result['per_dataset_accuracy']})")
         cal = Calibration.load()
         out = {**asdict(cal), "quote_model": replace(model, how=how).to_dict(), "threshold": bar, "how": how}

@@ -280,3 +280,19 @@ def test_html_report_shows_kinds_and_a_reliability_diagram():
     assert "By kind of question" in html and "unanswerable-near" in html
     assert "Reliability of the quote probability" in html and html.count("<circle") == 3
     assert "expected calibration error" in html
+
+
+def test_squad_wh_words_get_no_people_groups():
+    preds = [_pred("who", True, True, False), _pred("why", True, False, False), _pred("what", True, True, False)]
+    assert set(ev.by_kind(preds)) == {"who", "why", "what"}
+
+
+def test_calibrate_can_count_declining_a_wrong_best_quote_as_right():
+    P = lambda ans, conf, ok: ev.Prediction("i", "q", ans, False, None, None, None, None, None, conf, 1.0,
+                                            None, ok, ok, ok, 0, 0, None, False, confidence=conf)
+    ps = [P(True, 0.9, True), P(True, 0.6, False), P(True, 0.5, False), P(False, 0.3, False)]
+    plain = ev.calibrate({"a": ps})
+    assert plain["threshold"] == pytest.approx(0.6)  # the middle of (0.3, 0.9]: wrong answers do not count
+    assert plain["per_dataset_accuracy"]["a"] == 0.5
+    out = ev.calibrate({"a": ps}, decline_wrong=True)
+    assert 0.6 < out["threshold"] <= 0.9 and out["per_dataset_accuracy"]["a"] == 1.0
