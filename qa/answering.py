@@ -74,11 +74,15 @@ class Calibration:
     without_reader: dict | None = None
 
     @classmethod
-    def load(cls, path: Path = CALIBRATION_FILE) -> "Calibration":
+    def load(cls, path: Path = CALIBRATION_FILE, quote_model: bool = True) -> "Calibration":
+        """The stored calibration; a damaged model in it gives the default one (with a warning).
+        ``quote_model=False`` leaves the quote model out (to compute the features it reads)."""
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
             return cls()
+        if not quote_model:
+            data.pop("quote_model", None)
         keys = {"threshold", "w_cos", "w_lex", "w_passage", "w_type", "w_reader", "w_reader_top",
                 "reader_span_margin", "no_answer", "how", "weights_how", "without_reader",
                 "fusion_weights", "fusion_how", "quote_model", "likely"}

@@ -100,7 +100,7 @@ def main() -> None:
     ap.add_argument("--people-share", type=float, default=0.8, help="weight of the people questions in the fit")
     ap.add_argument("--write", action="store_true")
     a = ap.parse_args()
-    base = replace(Calibration.load(), quote_model=None)  # features are read in score order
+    base = Calibration.load(quote_model=False)  # features are read in score order, without the model
     t = time.perf_counter()
     squad = squad_rows(a, base)
     people = corpus_rows(PEOPLE_TUNE, base)
@@ -163,8 +163,7 @@ def main() -> None:
                f"{len(people)} questions of eval/people-tune.jsonl (weighing {a.people_share:.0%}); answer bar "
                f"{bar:.4f} from their 5-fold probabilities and the shipped set's at a {share:.0%} share of unanswerable questions "
                f"(accuracy {result['per_dataset_accuracy']})")
-        cal = Calibration.load()
-        out = {**asdict(cal), "quote_model": replace(model, how=how).to_dict(), "threshold": bar, "how": how}
+        out = {**asdict(base), "quote_model": replace(model, how=how).to_dict(), "threshold": bar, "how": how}
         CALIBRATION_FILE.write_text(json.dumps(out, indent=2) + "\n")
         print(f"wrote {CALIBRATION_FILE}")
 
