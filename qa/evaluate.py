@@ -725,7 +725,8 @@ def cmd_eval(args) -> int:
     cal = service.answer_calibration(use_reader)
     threshold = cal.threshold
     print(f"{path.name}: {len(questions)} questions, {'reader' if use_reader else 'no reader'}, "
-          f"threshold {threshold:.3f}" + (" on the no-answer model's logit" if cal.no_answer is not None else "") + ", "
+          f"threshold {threshold:.3f}" + (" on the quote probability" if cal.quote_model is not None else
+                                          " on the no-answer model's logit" if cal.no_answer is not None else "") + ", "
           f"{wall:.1f} s asking" + (f", index built in {build:.1f} s" if build else ""))
     print(table(columns))
     for mode, col in columns.items():
@@ -733,7 +734,8 @@ def cmd_eval(args) -> int:
             print(("" if len(columns) == 1 else f"[{mode}] ") + kind_table(col["by_kind"]))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(
-            {"file": str(path), "threshold": threshold, "no_answer_model": cal.no_answer is not None, "reader": use_reader,
+            {"file": str(path), "threshold": threshold, "no_answer_model": cal.no_answer is not None,
+             "quote_model": cal.quote_model is not None, "reader": use_reader,
              "modes": columns,
              "wall_seconds": wall}, indent=2))
     if args.predictions:

@@ -185,3 +185,29 @@ def test_the_no_answer_decision_is_the_confidence_against_the_threshold(real_ser
         v = Verbatim(real_service.corpus_dir, real_service.index_dir, root=real_service.root,
                      calibration=replace(cal, threshold=threshold))
         assert v.ask(q).no_answer is refused
+
+
+def test_each_quote_carries_a_probability_and_only_those_that_clear_the_bar_are_answers(real_service):
+    """The issue's "Who is Tim Peters?": quotes about others are shown as related, not answers."""
+    from qa.answering import label
+
+    cal = real_service.answer_calibration()
+    assert cal.quote_model is not None
+    r = real_service.ask("Who is Tim Peters?")
+    assert not r.no_answer and "Tim Peters" in r.answers[0].text
+    for q in r.answers:
+        assert q.probability >= cal.threshold and q.label == label(q.probability, cal, answer=True)
+    assert r.closest, "the quotes below the bar are shown as related"
+    for q in r.closest:
+        assert q.probability < cal.threshold and q.label == "related, not an answer" and q.answer is None
+    assert not any("Gina Goh" in q.text or "Grace Jo" in q.text for q in r.answers)
+    # probabilities are in decreasing order across answers and related quotes
+    probs = [q.probability for q in r.answers + r.closest]
+    assert probs == sorted(probs, reverse=True)
+
+
+def test_a_near_unanswerable_question_is_refused_with_related_quotes(real_service):
+    r = real_service.ask("How many of the 600 repatriated refugees were later released?")
+    assert r.no_answer and r.answers == ()
+    assert r.closest and all(q.label == "related, not an answer" for q in r.closest)
+    assert r.confidence < real_service.answer_calibration().threshold

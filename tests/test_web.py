@@ -158,6 +158,9 @@ def test_browser_question_quote_citation_and_document_view(browser, app_url):
     assert first.locator("mark.vb-ans").inner_text() == "600"
     assert "International Christian Concern" in first.locator(".vb-cite").inner_text()
     assert "2024-08-23" in first.locator(".vb-cite").inner_text()
+    # the quote's calibrated probability, in words
+    assert first.locator(".vb-rel").inner_text() == "likely answers"
+    assert "likely to answer" in first.locator(".vb-prob").inner_text()
     page.screenshot(path=str(ARTIFACTS / "chat-answer.png"))
     # context is one click away
     first.locator("details summary").click()
@@ -179,6 +182,16 @@ def test_browser_question_quote_citation_and_document_view(browser, app_url):
     text = page.locator("#chat").inner_text()
     assert "The sources don't answer this." in text and "not answers" in text
     page.screenshot(path=str(ARTIFACTS / "chat-no-answer.png"))
+    # an on-topic question the articles do not answer: refused, its closest passages not answers
+    before = page.locator("#chat .vb-none").count()
+    page.fill("#question textarea", "How many of the 600 repatriated refugees were later released?")
+    page.click("#ask")
+    page.wait_for_function(f"() => document.querySelectorAll('#chat .vb-none').length > {before}", timeout=60000)
+    last = page.locator("#chat .vb-none").last.locator("xpath=..")
+    labels = last.locator(".vb-closest .vb-rel").all_inner_texts()
+    assert labels and set(labels) == {"related, not an answer"}
+    assert "TJWG" in last.locator(".vb-closest").inner_text() and last.locator("mark.vb-ans").count() == 0
+    page.screenshot(path=str(ARTIFACTS / "chat-near-unanswerable.png"))
     ctx.close()
 
 
