@@ -54,7 +54,7 @@ def confidence_label(a: dict) -> str:
     words = a.get("label") or "related, not an answer"
     kind = {"likely answers": "likely", "may answer": "may"}.get(words, "related")
     p = a.get("probability")
-    pct = f" ({round(100 * p)}% likely to answer)" if p is not None else ""
+    pct = "" if p is None else f" ({'<1' if p < 0.005 else round(100 * p)}% likely to answer)"
     return f"<span class='vb-rel vb-rel-{kind}'>{esc(words)}</span><span class='vb-prob'>{esc(pct)}</span>"
 
 
