@@ -110,7 +110,7 @@ def bench_ask(a) -> None:
         services["current"].sync()
         if a.baseline_calibration:
             services["baseline"] = Verbatim(REPO / "corpus", idx_dir / "index", root=REPO,
-                                            calibration=Calibration.load(Path(a.baseline_calibration)))
+                                            calibration=Calibration.load(Path(a.baseline_calibration), strict=True))
         lat: dict[str, list[float]] = {name: [] for name in services}
         for v in services.values():
             for q in QUESTIONS:  # warm-up

@@ -18,15 +18,19 @@ marks number/date/name answers.
 The weights are tuned on SQuAD v1.1 *train* (``scripts/tune_weights.py``); the threshold is
 calibrated on the shipped question set and SQuAD v2.0 dev (``qa eval --calibrate``).
 
-The question is declared unanswered when the *confidence* of the best sentence is below
-a threshold. With the reader, confidence is the logit of a small logistic model, "does the
-best sentence answer?", over the best candidate's score, cosine, lexical overlap, the
-reader's margin and raw score for its span, and its lead over the runner-up
-(``NoAnswerModel``). It is fitted on SQuAD v1.1 *train* questions asked three times: with
-their paragraph in the corpus, without it, and with it replaced by a copy whose sentences
-holding the answer are cut out (``scripts/tune_weights.py --no-answer``). Without the
-reader, confidence is the score. The threshold is chosen by ``qa eval --calibrate``; both
-are stored in ``qa/calibration.json``, and the model is parsed once, when it is loaded.
+Each candidate then gets a probability that it answers (``quote_features`` read by a logistic
+``NoAnswerModel`` fitted on per-candidate rows, the "quote model": ``scripts/tune_quotes.py``, on
+SQuAD v1.1 *train* askings and the people tuning half). The candidates are ranked by it; a quote
+is an answer only when its own probability reaches the bar (``Calibration.threshold``, chosen
+with the model), and the question is declared unanswered when the best one does not.
+
+Without a quote model (an older calibration), the decision is the older one: the *confidence*
+of the best sentence, the logit of a small logistic model over its score, cosine, lexical
+overlap, the reader's margin and raw score, and its lead over the runner-up (``NoAnswerModel``
+on ``decision_features``, ``scripts/tune_weights.py --no-answer``), against a threshold from
+``qa eval --calibrate``. Without the reader, confidence is the score, and retrieval fuses by
+RRF, as when its weights were fitted. All of it is stored in ``qa/calibration.json``, and the
+models are parsed once, when it is loaded.
 """
 
 from __future__ import annotations
@@ -74,9 +78,18 @@ class Calibration:
     without_reader: dict | None = None
 
     @classmethod
-    def load(cls, path: Path = CALIBRATION_FILE, quote_model: bool = True) -> "Calibration":
-        """The stored calibration; a damaged model in it gives the default one (with a warning).
-        ``quote_model=False`` leaves the quote model out (to compute the features it reads)."""
+    def load(cls, path: Path = CALIBRATION_FILE, quote_model: bool = True, strict: bool = False) -> "Calibration":
+        """The stored calibration; a damaged model in it gives the default one (with a warning),
+        or with ``strict`` (a file the user named) a ValueError. ``quote_model=False`` leaves
+        the quote model out (to compute the features it reads)."""
+        if strict:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                try:
+                    json.loads(path.read_text())
+                    return cls.load(path, quote_model)
+                except (OSError, ValueError, UserWarning) as e:
+                    raise ValueError(f"{path}: not a usable calibration file ({e})") from e
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
@@ -97,8 +110,8 @@ class Calibration:
             w = fields["fusion_weights"]
             if not (isinstance(w, list) and len(w) == 3 and all(isinstance(x, (int, float)) and x >= 0 for x in w)
                     and sum(w) > 0):
-                warnings.warn(f"{path}: fusion_weights must be three non-negative numbers; fusing by RRF")
-                w = None
+                warnings.warn(f"{path}: fusion_weights must be three non-negative numbers; using the default calibration")
+                return cls()
             fields["fusion_weights"] = tuple(w) if w else None
         if fields.get("quote_model") is not None:
             try:
@@ -115,8 +128,9 @@ class Calibration:
             return self
         keys = {"threshold", "w_cos", "w_lex", "w_passage", "w_type", "how", "weights_how"}
         own = {k: v for k, v in (self.without_reader or {}).items() if k in keys}
+        # its weights and threshold were fitted under RRF: it fuses by RRF
         return replace(self, w_reader=0.0, w_reader_top=0.0, no_answer=None, quote_model=None,
-                       without_reader=None, **own)
+                       fusion_weights=None, without_reader=None, **own)
 
 
 @dataclass
@@ -371,9 +385,9 @@ def question_intent(question: str) -> str | None:
     """What the question asks for: a typed factoid ("num", "date", "who", "where"), a
     "reason", a "consequence", a speaker's words ("attribution"), a "manner", or None.
 
-    A question led by who/when/where, or asking how many/much, is its typed factoid; any
-    other is read for the non-factoid intents first ("What happens to women who cross ..."
-    asks for a consequence, not a name), then for its type."""
+    A question whose first wh-word is who/when/where, or that asks how many/much, is its typed
+    factoid; any other is read for the non-factoid intents first ("What happens to women who
+    cross ..." asks for a consequence, not a name), then for its type."""
     typed = question_type(question)
     lead = _LEAD_WH.search(question)
     if typed == "num" or (typed and lead and lead.group(1).lower() in ("who", "whom", "whose", "when", "where")):
@@ -438,8 +452,8 @@ def decision_features(cands: list[Candidate]) -> np.ndarray:
 @dataclass(frozen=True)
 class NoAnswerModel:
     """Logistic regression on standardised features: by default ``decision_features``, the
-    logit of "the best sentence answers the question"; ``QuoteModel`` is the same model on
-    ``quote_features``."""
+    logit of "the best sentence answers the question"; the quote model is the same class on
+    ``quote_features`` (``features=QUOTE_FEATURES``)."""
 
     mean: tuple[float, ...]
     scale: tuple[float, ...]
@@ -512,14 +526,24 @@ def confidence(cands: list[Candidate], cal: Calibration) -> float | None:
 LIKELY, MAY, RELATED = "likely answers", "may answer", "related, not an answer"
 
 
-def label(probability: float | None, cal: Calibration, answer: bool) -> str:
-    """A quote's probability in the words the browser shows. Without a quote model, an answer
-    is "likely answers" and anything else is "related, not an answer"."""
+def label(probability: float | None, cal: Calibration, answer: bool, first: bool = True) -> str:
+    """A quote's probability in the words the browser shows. Without a quote model (no reader)
+    only the best quote was checked against the threshold: it "likely answers", the quotes
+    after it "may answer"; anything not an answer is "related, not an answer"."""
     if not answer or (probability is not None and probability < cal.threshold):
         return RELATED
-    if probability is None or probability >= max(cal.likely, cal.threshold):
-        return LIKELY
-    return MAY
+    if probability is None:
+        return LIKELY if first else MAY
+    return LIKELY if probability >= max(cal.likely, cal.threshold) else MAY
+
+
+def percent(probability: float) -> str:
+    """A probability as people read it: "<1%", "37%", ">99%"."""
+    if probability < 0.005:
+        return "<1%"
+    if probability >= 0.995:
+        return ">99%"
+    return f"{round(100 * probability)}%"
 
 
 def _norm(text: str) -> str:

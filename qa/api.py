@@ -151,7 +151,7 @@ class Verbatim:
         cal = self.answer_calibration(reader is not None)
         passages = retrieval.retrieve(
             idx, q, qvec, top=max(cfg.passages, retrieve), candidates=max(cfg.candidates, retrieve),
-            mode=cfg.mode, rrf_k=cfg.rrf_k, flt=flt, weights=cal.fusion_weights if cfg.fusion == "calibrated" else None,
+            mode=cfg.mode, rrf_k=cfg.rrf_k, flt=flt, weights=cal.fusion_weights,
         )
         t2 = time.perf_counter()
         read = passages[: cfg.passages]
@@ -172,8 +172,8 @@ class Verbatim:
             return AskResult(q, (), True, closest, timings, confidence), passages
         # with a quote model, a quote after the first is an answer only if it clears the bar
         # itself; the others are shown as related (without answer words)
-        shown = tuple(replace(x, label=answering.label(x.probability, cal, answer=True)) for x in quotes
-                      if x.probability is None or x.probability >= cal.threshold)
+        shown = tuple(replace(x, label=answering.label(x.probability, cal, answer=True, first=n == 0))
+                      for n, x in enumerate(quotes) if x.probability is None or x.probability >= cal.threshold)
         related = tuple(replace(x, answer=None, answer_start=None, answer_end=None,
                                 label=answering.label(x.probability, cal, answer=False)) for x in quotes
                         if x.probability is not None and x.probability < cal.threshold)

@@ -56,6 +56,7 @@ def _cite(src: dict) -> str:
 
 
 def cmd_ask(args) -> int:
+    from .answering import percent
     from .api import clean_question
     from .retrieval import Filter
 
@@ -91,7 +92,7 @@ def cmd_ask(args) -> int:
             print(f"     {a['source']['path']} [{a['start']}:{a['end']}]"
                   + (f"  {a['source']['url']}" if a["source"]["url"] else "")
                   + (f"  {a['label']}" if a.get("label") else "")
-                  + (f" ({a['probability']:.0%})" if a.get("probability") is not None else f"  score {a['score']:.2f}"))
+                  + (f" ({percent(a['probability'])})" if a.get("probability") is not None else f"  score {a['score']:.2f}"))
             for other in a["also_in"]:
                 print(f"     also in: {_cite(other['source'])} ({other['source']['path']})")
     return 0

@@ -48,7 +48,6 @@ class AskSettings:
     candidates: int = 50  # per retriever, before fusion
     rrf_k: int = 60
     mode: str = "hybrid"  # hybrid | dense | bm25
-    fusion: str = "calibrated"  # calibrated (the fusion in qa/calibration.json) | rrf
     reader: bool = True  # use the extractive reader when its weights are there
 
     def __post_init__(self) -> None:
@@ -56,5 +55,3 @@ class AskSettings:
             raise ValueError("top must be between 1 and 50")
         if self.mode not in ("hybrid", "dense", "bm25"):
             raise ValueError("mode must be one of: hybrid, dense, bm25")
-        if self.fusion not in ("calibrated", "rrf"):
-            raise ValueError("fusion must be calibrated or rrf")

@@ -97,11 +97,9 @@ _WH = ("why", "how", "what", "which", "who", "whom", "whose", "when", "where")
 
 
 def question_word(question: str) -> str:
-    """The kind of a question without a ``kind`` field: its first word when that is a wh-word
-    ("why", "how", ...), else the first wh-word in it ("In what year ..." is a "what"
-    question), else "other". "whom"/"whose" count as "who"."""
-    words = re.findall(r"[a-z]+", question.lower())
-    for w in words[:1] + words:
+    """The kind of a question without a ``kind`` field: its first wh-word ("why", "how", ...;
+    "In what year ..." is a "what" question), else "other". "whom"/"whose" count as "who"."""
+    for w in re.findall(r"[a-z]+", question.lower()):
         if w in _WH:
             return "who" if w in ("whom", "whose") else w
     return "other"
@@ -684,9 +682,10 @@ def cmd_eval(args) -> int:
     if args.calibration:
         from .answering import Calibration
 
-        if not Path(args.calibration).is_file():
-            raise VerbatimError(f"calibration file {args.calibration} does not exist")
-        cal = Calibration.load(Path(args.calibration))
+        try:
+            cal = Calibration.load(Path(args.calibration), strict=True)
+        except ValueError as e:
+            raise VerbatimError(str(e)) from None
     build = None
     if path.suffix == ".jsonl":
         if args.squad_corpus:
@@ -734,7 +733,8 @@ def cmd_eval(args) -> int:
             print(("" if len(columns) == 1 else f"[{mode}] ") + kind_table(col["by_kind"]))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(
-            {"file": str(path), "threshold": threshold, "no_answer_model": cal.no_answer is not None,
+            {"file": str(path), "threshold": threshold,
+             "no_answer_model": cal.no_answer is not None and cal.quote_model is None,
              "quote_model": cal.quote_model is not None, "reader": use_reader,
              "modes": columns,
              "wall_seconds": wall}, indent=2))

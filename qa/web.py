@@ -17,6 +17,7 @@ import threading
 from pathlib import Path
 from urllib.parse import quote as urlquote
 
+from .answering import percent
 from .api import Verbatim
 from .errors import VerbatimError
 from .retrieval import Filter
@@ -54,7 +55,7 @@ def confidence_label(a: dict) -> str:
     words = a.get("label") or "related, not an answer"
     kind = {"likely answers": "likely", "may answer": "may"}.get(words, "related")
     p = a.get("probability")
-    pct = "" if p is None else f" ({'<1' if p < 0.005 else round(100 * p)}% likely to answer)"
+    pct = "" if p is None else f" ({percent(p)} likely to answer)"
     return f"<span class='vb-rel vb-rel-{kind}'>{esc(words)}</span><span class='vb-prob'>{esc(pct)}</span>"
 
 

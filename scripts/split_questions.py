@@ -2,7 +2,8 @@
 
     .venv/bin/python scripts/split_questions.py eval/people.jsonl [--seed 24]
 
-Writes NAME-tune.jsonl and NAME-test.jsonl beside it and removes nothing. The split is
+Writes NAME-tune.jsonl and NAME-test.jsonl beside it (never over existing ones: a new split
+would put tuned-on questions into the test half) and removes nothing. The split is
 stratified by ``kind``: each kind's questions are shuffled with the seed and dealt
 alternately, so both halves hold every kind (the odd one out goes to the test half).
 Tune only on the first half; report the second.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -39,8 +41,10 @@ def main() -> None:
     a = ap.parse_args()
     path = Path(a.file)
     lines = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
-    for half, name in zip(split(lines, a.seed), ("tune", "test")):
-        out = path.with_name(f"{path.stem}-{name}.jsonl")
+    outs = [path.with_name(f"{path.stem}-{name}.jsonl") for name in ("tune", "test")]
+    if any(o.exists() for o in outs):
+        sys.exit(f"split_questions: {outs[0].name} or {outs[1].name} exists; the split is made once")
+    for half, out in zip(split(lines, a.seed), outs):
         out.write_text("".join(json.dumps(o, ensure_ascii=False) + "\n" for o in half), encoding="utf-8")
         print(f"{out}: {len(half)} questions")
 

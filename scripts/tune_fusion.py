@@ -131,6 +131,8 @@ def fit(a) -> None:
                f"grid over the weights on {len(questions)} SQuAD v1.1 train questions (open corpus of "
                f"{len(paras)} train paragraphs, whole articles); own paragraph first {h:.4f}, MRR@10 {m:.4f}")
         out = {**asdict(cal), "fusion_weights": list(w), "fusion_how": how}
+        if cal.quote_model is not None:
+            print("the quote model reads the fused scores: refit it (scripts/tune_quotes.py --write)")
         CALIBRATION_FILE.write_text(json.dumps(out, indent=2) + "\n")
         print(f"wrote {CALIBRATION_FILE}")
 

@@ -46,6 +46,7 @@ from tune_weights import cut_askings, ranked, tune_corpus, whole_askings  # noqa
 from qa import Verbatim, answering  # noqa: E402
 from qa.answering import CALIBRATION_FILE, QUOTE_FEATURES, Calibration, NoAnswerModel  # noqa: E402
 from qa.config import REPO_ROOT  # noqa: E402
+from qa.reader import MODEL_DIR as READER_DIR  # noqa: E402
 from qa.evaluate import SHIPPED_SET, calibrate, contains_answer, expected_calibration_error, load_jsonl  # noqa: E402
 
 PEOPLE_TUNE = REPO_ROOT / "eval" / "people-tune.jsonl"
@@ -62,7 +63,10 @@ def quote_row(question: str, cands, golds, present: int, i: int) -> tuple:
 def squad_rows(a, cal: Calibration) -> list[tuple]:
     v, questions, work, _ = tune_corpus(a.paragraphs, a.seed, a.exclude)
     questions = questions[: a.questions]
-    key = hashlib.sha256(repr((asdict(cal), len(questions), QUOTE_FEATURES)).encode()).hexdigest()[:10]
+    # rows depend on the calibration, the questions, the reader's weights and the feature code
+    code = Path(answering.__file__).read_bytes()
+    reader = (READER_DIR / "reader.int8.onnx").read_bytes() if (READER_DIR / "reader.int8.onnx").exists() else b""
+    key = hashlib.sha256(repr((asdict(cal), len(questions), QUOTE_FEATURES)).encode() + code + reader).hexdigest()[:10]
     cache = work / f"quote-rows-{key}.pkl"
     if cache.exists():
         return pickle.loads(cache.read_bytes())

@@ -63,7 +63,8 @@ def main() -> None:
     # features depend on the reader's weights: the cache is named by the weights file
     # (training steps alone do not name it: stages 1 and 3 both ran 900)
     tag = f"reader-{file_hash(READER_DIR / 'reader.int8.onnx')}" if reader else "no-reader"
-    feats_file = work / f"features-{tag}.npz"
+    # ... and by the fusion, which ranks the passages read
+    feats_file = work / f"features-{tag}-{_digest(v.calibration.fusion_weights)}.npz"
     if feats_file.exists():
         z = np.load(feats_file)
         F, OK = z["F"], z["OK"]
@@ -119,16 +120,23 @@ def main() -> None:
     s = best[0] + best[1]
     best = tuple(round(x / s, 4) for x in best)
     if a.write:
-        cal = Calibration.load()
+        cal = Calibration.load(quote_model=False)
         how = (f"scripts/tune_weights.py --paragraphs {a.paragraphs} --seed {a.seed} on "
                f"{time.strftime('%Y-%m-%d')}: grid search on {len(questions)} SQuAD v1.1 train questions "
                f"(open corpus of {len(paras)} train paragraphs); top-1 contains answer {best_score:.3f}")
         out = {**asdict(cal), "w_cos": best[0], "w_lex": best[1], "w_passage": best[2], "w_type": best[3],
                "w_reader": best[4], "w_reader_top": best[5], "weights_how": how}
+        if Calibration.load().quote_model is not None:
+            out["quote_model"] = json.loads(CALIBRATION_FILE.read_text())["quote_model"]
+            print("the quote model reads these weights: refit it (scripts/tune_quotes.py --write)")
         CALIBRATION_FILE.write_text(json.dumps(out, indent=2) + "\n")
         print(f"wrote {CALIBRATION_FILE}: {best}")
     if a.no_answer and reader:
         fit_no_answer(v, questions, work, tag, a)
+
+
+def _digest(x) -> str:
+    return hashlib.sha256(repr(x).encode()).hexdigest()[:8]
 
 
 def tune_corpus(paragraphs: int, seed: int, exclude: str | None):
@@ -153,7 +161,8 @@ def tune_corpus(paragraphs: int, seed: int, exclude: str | None):
             f.write_text(p["context"])
         questions += [(q["question"], [x["text"] for x in q["answers"]], f.name, p["context"],
                        [(x["answer_start"], len(x["text"])) for x in q["answers"]]) for q in p["qas"]]
-    v = Verbatim(work / "corpus", work / "index", root=work)
+    # the candidates in score order: the quote model, when there is one, is not applied
+    v = Verbatim(work / "corpus", work / "index", root=work, calibration=Calibration.load(quote_model=False))
     t = time.perf_counter()
     v.sync()
     print(f"{len(paras)} train paragraphs, {len(questions)} questions; index ready in {time.perf_counter() - t:.0f} s")
@@ -210,7 +219,9 @@ def cut_askings(questions, work: Path, cal: Calibration, out: Path, row=None, sa
     own paragraph replaced by a copy with the sentences that hold a gold answer cut out."""
     from qa.chunking import sentence_spans
 
-    corpus = work / "corpus-cut"
+    # one cut corpus per question list (its BM25 statistics depend on what it holds)
+    tag = hashlib.sha256("\n".join(q[0] for q in questions).encode()).hexdigest()[:8]
+    corpus = work / f"corpus-cut-{tag}"
     corpus.mkdir(exist_ok=True)
     for f in (work / "corpus").iterdir():  # the other paragraphs stay
         if not (corpus / f.name).exists():
@@ -223,7 +234,7 @@ def cut_askings(questions, work: Path, cal: Calibration, out: Path, row=None, sa
             cut_of[i] = f"cut{i:05d}.txt"
             if not (corpus / cut_of[i]).exists():
                 (corpus / cut_of[i]).write_text(" ".join(kept))
-    v = Verbatim(corpus, work / "index-cut", root=work)
+    v = Verbatim(corpus, work / f"index-cut-{tag}", root=work)
     t = time.perf_counter()
     v.sync()
     print(f"{len(cut_of)} paragraphs with the answer cut out; index ready in {time.perf_counter() - t:.0f} s")
@@ -241,8 +252,8 @@ def cut_askings(questions, work: Path, cal: Calibration, out: Path, row=None, sa
 
 
 def fit_no_answer(v, questions, work: Path, tag: str, a) -> None:
-    cal = Calibration.load()
-    weights = (cal.w_cos, cal.w_lex, cal.w_passage, cal.w_type, cal.w_reader, cal.w_reader_top)
+    cal = Calibration.load(quote_model=False)
+    weights = (cal.w_cos, cal.w_lex, cal.w_passage, cal.w_type, cal.w_reader, cal.w_reader_top, cal.fusion_weights)
     whole_file = work / f"no-answer-{tag}-{hashlib.sha256(repr(weights).encode()).hexdigest()[:8]}.npz"
     cut_file = whole_file.with_name(whole_file.stem + "-cut.npz")
     if not whole_file.exists():

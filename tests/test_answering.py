@@ -203,3 +203,74 @@ def test_missing_term_weighs_the_rarest_absent_question_word():
     assert missing_term(["china", "reply", "convention"], {"reply"}, idf, 5.0) == pytest.approx(0.5)
     assert missing_term(["letter"], set(), idf, 5.0) == 1.0  # unseen words are the rarest
     assert missing_term([], {"x"}, idf, 5.0) == 0.0
+
+
+def _length_model(bias: float):
+    """A quote model that reads only the sentence length: longer sentences are likelier."""
+    from qa.answering import QUOTE_FEATURES, NoAnswerModel
+
+    n = len(QUOTE_FEATURES)
+    coef = tuple(3.0 if f == "length" else 0.0 for f in QUOTE_FEATURES)
+    return NoAnswerModel((0.0,) * n, (1.0,) * n, coef, bias, features=QUOTE_FEATURES)
+
+
+def test_the_ask_path_ranks_by_probability_and_splits_answers_from_related(hashing_service):
+    from dataclasses import replace
+
+    from qa.answering import RELATED, Calibration, quote_features
+
+    hashing_service.sync()
+    q = "What happens to defectors who are sent back to North Korea?"
+    model = _length_model(-13.0)  # p = 0.5 at about 77 characters
+    hashing_service.calibration = replace(Calibration(), quote_model=model, threshold=0.0)
+    everything = hashing_service.ask(q, top=5)
+    probs = [x.probability for x in everything.answers]
+    assert len(probs) == 5 and not everything.closest
+    assert probs == sorted(probs, reverse=True)  # ranked by probability, not by score
+    for x in everything.answers:  # the probability is the model's, on the sentence's own length
+        assert x.probability == pytest.approx(1 / (1 + np.exp(-(3 * np.log(len(x.text)) - 13))))
+    bar = (probs[1] + probs[2]) / 2
+    assert probs[1] > bar > probs[2], "the five quotes have distinct lengths"
+    cal = replace(Calibration(), quote_model=model, threshold=bar)
+    hashing_service.calibration = cal
+    r = hashing_service.ask(q, top=5)
+    quotes = list(r.answers) + list(r.closest)
+    assert [x.text for x in quotes] == [x.text for x in everything.answers]
+    assert len(r.answers) == 2 and all(x.probability >= bar and x.label != RELATED for x in r.answers)
+    assert all(x.probability < bar and x.label == RELATED and x.answer is None for x in r.closest)
+    assert r.confidence == pytest.approx(quotes[0].probability) and not r.no_answer
+    # a bar no quote reaches: no answer, every quote shown as related
+    hashing_service.calibration = replace(cal, threshold=0.9999)
+    refused = hashing_service.ask(q, top=5)
+    assert refused.no_answer and not refused.answers
+    assert [x.text for x in refused.closest] == [x.text for x in quotes]
+    assert all(x.label == RELATED for x in refused.closest)
+
+
+def test_percent_reads_as_people_read_it():
+    from qa.answering import percent
+
+    assert [percent(p) for p in (0.0, 0.004, 0.37, 0.994, 0.995, 1.0)] == ["<1%", "<1%", "37%", "99%", ">99%", ">99%"]
+
+
+def test_without_a_quote_model_only_the_first_answer_is_likely():
+    from qa.answering import LIKELY, MAY, RELATED, Calibration, label
+
+    cal = Calibration()
+    assert label(None, cal, answer=True, first=True) == LIKELY
+    assert label(None, cal, answer=True, first=False) == MAY
+    assert label(None, cal, answer=False) == RELATED
+
+
+def test_a_named_calibration_file_that_cannot_be_used_is_an_error(tmp_path):
+    from qa.answering import Calibration
+
+    f = tmp_path / "c.json"
+    for text in ("{not json", '{"fusion_weights": [1, -1, 0]}'):
+        f.write_text(text)
+        with pytest.raises(ValueError, match="not a usable calibration"):
+            Calibration.load(f, strict=True)
+    with pytest.raises(ValueError):
+        Calibration.load(tmp_path / "missing.json", strict=True)
+    f.write_text('{"threshold": 0.3}')
+    assert Calibration.load(f, strict=True).threshold == 0.3
