@@ -312,3 +312,19 @@ def test_people_test_half_by_kind(real_service):
     for kind, (column, floor) in PEOPLE_FLOORS.items():
         assert rows[kind][column] >= floor, (kind, rows[kind])
     assert ev.metrics(preds)["quote_ece"] <= 0.07
+
+
+def test_dialogue_set_shape_for_follow_up_questions():
+    """eval/dialogues.jsonl (written from the articles alone, for follow-up questions): turns
+    that lean on earlier ones carry the question written out in full; answers are article text."""
+    dialogues = [json.loads(line) for line in (REPO / "eval" / "dialogues.jsonl").read_text().splitlines()]
+    assert len(dialogues) >= 40 and len({d["id"] for d in dialogues}) == len(dialogues)
+    follow_ups = [t for d in dialogues for t in d["turns"][1:] if t["follow_up"]]
+    assert len(follow_ups) >= 40 and sum(not t["answers"] for t in follow_ups) >= 10
+    for d in dialogues:
+        assert 2 <= len(d["turns"]) <= 4 and not d["turns"][0]["follow_up"], d["id"]
+        for t in d["turns"]:
+            assert bool(t["follow_up"]) == bool(t["full"]), d["id"]
+            if t["answers"]:
+                text = (REPO / t["source"]).read_text(encoding="utf-8")
+                assert all(a in text for a in t["answers"]), d["id"]
