@@ -34,15 +34,16 @@ INTRO = (
     "with the source of each. If the articles don't answer, it says so."
 )
 
-# characters that markdown or LaTeX rendering could give meaning to
-_MD = {c: f"&#{ord(c)};" for c in "\\`*_{}[]()#+!|~$:"}
+# characters that HTML, markdown or LaTeX rendering could give meaning to, each written once as
+# a numeric character reference (a second pass over the first one's output would turn the "#"
+# of "&#x27;" into "&#35;" and show the reference itself: one escaping step)
+_ESCAPE = {c: f"&#{ord(c)};" for c in "&<>\"'\\`*_{}[]()#+!|~$:"}
 
 
 def esc(text: str) -> str:
-    """Escape untrusted text for HTML that may also pass through a markdown renderer."""
-    out = html.escape(text, quote=True)
-    out = "".join(_MD.get(c, c) for c in out)
-    return out.replace("\n", "<br>")
+    """Escape untrusted text, in one pass, for HTML that may also pass through a markdown
+    renderer; what the browser shows is the text itself."""
+    return "".join(_ESCAPE.get(c, c) for c in text).replace("\n", "<br>")
 
 
 def _attr(text: str) -> str:

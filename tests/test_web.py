@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from qa.web import esc, render_answer, render_document
 
@@ -33,6 +35,19 @@ def test_esc_neutralises_html_and_markdown():
     assert "*" not in out and "$" not in out and '"' not in out
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=80))
+def test_esc_is_one_step_the_browser_reads_back_exactly(text):
+    import html as html_mod
+
+    out = esc(text)
+    assert html_mod.unescape(out.replace("<br>", "\n")) == text  # what is shown is the text
+    assert not set(out.replace("<br>", "")) & set("<>\"'`*_[]()$")
+    import re
+
+    assert re.fullmatch(r"(?:[^&]|&#\d+;)*", out)  # every "&" starts one decimal reference
+
+
 def test_render_answer_no_answer_labels_closest_as_not_answers():
     a = {"quote": "A <b>sentence</b>.", "start": 10, "end": 28, "score": 0.2, "answer": None,
          "answer_start": None, "answer_end": None, "also_in": [],
@@ -42,7 +57,7 @@ def test_render_answer_no_answer_labels_closest_as_not_answers():
     html = render_answer({"no_answer": True, "answers": [], "closest": [{**a, "label": "related, not an answer",
                                                                          "probability": 0.12}]})
     assert "don't answer this" in html and "not answers" in html
-    assert "<b>sentence</b>" not in html and "&lt;b&gt;sentence&lt;/b&gt;" in html
+    assert "<b>sentence</b>" not in html and "&#60;b&#62;sentence&#60;/b&#62;" in html
     assert "vb-ans" not in html
     assert "related, not an answer" in html and "12% likely" in html and "likely answers" not in html
 
@@ -158,6 +173,11 @@ def test_browser_question_quote_citation_and_document_view(browser, app_url):
     assert first.locator("mark.vb-ans").inner_text() == "600"
     assert "International Christian Concern" in first.locator(".vb-cite").inner_text()
     assert "2024-08-23" in first.locator(".vb-cite").inner_text()
+    # what the browser shows is the article's text, character for character (one escaping step:
+    # no "&#x27;" where the article has an apostrophe)
+    corpus_text = "\n".join(f.read_text(encoding="utf-8") for f in CORPUS.glob("*.txt"))
+    for shown in page.locator("#chat .vb-quote").all_inner_texts():
+        assert shown.startswith("“") and shown.endswith("”") and shown[1:-1] in corpus_text, shown
     # the quote's calibrated probability, in words
     assert first.locator(".vb-rel").inner_text() == "likely answers"
     assert "likely to answer" in first.locator(".vb-prob").inner_text()
@@ -224,6 +244,12 @@ def test_browser_copy_citation_and_source_filter(browser, app_url):
         timeout=60000)
     cites = page.locator("#chat .vb-cite").all_inner_texts()[-3:]
     assert cites and all("Christian Post" in c for c in cites)
+    # a title and quotes with ASCII apostrophes and quotation marks are shown as written
+    assert all("Face 'Imminent Threat' of Repatriation" in c for c in cites)
+    assert "&#" not in page.locator("#chat").inner_text()
+    page.locator("#chat .vb-copy").last.click()
+    page.wait_for_function("() => window.__copied.length > 1")
+    assert "Face 'Imminent Threat'" in page.evaluate("window.__copied[window.__copied.length - 1]")
     ctx.close()
 
 
