@@ -61,8 +61,8 @@ def allowed_chunk_ids(index: Index, flt: Filter) -> np.ndarray | None:
         if flt.date_from:
             sql += " AND (date || '-99-99') >= ?"
             args.append(flt.date_from)
-        if flt.date_to:
-            sql += " AND date <= ?"
+        if flt.date_to:  # up to the last day of a partial bound: --date-to 2018 keeps 2018-10-01
+            sql += " AND date <= (? || '-99-99')"
             args.append(flt.date_to)
         sql += ")"
     rows = index.db().execute(sql, args).fetchall()

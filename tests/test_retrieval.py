@@ -69,6 +69,12 @@ def test_filters_by_document_and_date(hashing_service):
     ps = retrieval.retrieve(idx, q, vec, top=20, flt=Filter(date_from="2018-01-01", date_to="2018-12-31"))
     assert ps and {p.source.date for p in ps} <= {"2018-01", "2018-10-01"}
     assert retrieval.retrieve(idx, q, vec, flt=Filter(doc_ids=frozenset())) == []
+    # a partial bound covers its whole year or month, at either end
+    dates = lambda flt: {p.source.date for p in retrieval.retrieve(idx, q, vec, top=50, flt=flt)}
+    assert dates(Filter(date_from="2018", date_to="2018")) == {"2018-01", "2018-10-01"}
+    assert dates(Filter(date_to="2018-10")) == {"2017-11", "2018-01", "2018-10-01"}
+    assert dates(Filter(date_to="2018-09")) == {"2017-11", "2018-01"}
+    assert dates(Filter(date_from="2021-09", date_to="2021-09")) == {"2021-09"}
 
 
 def test_bad_dates_get_a_clear_message():
