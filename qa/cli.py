@@ -66,7 +66,7 @@ def cmd_ask(args) -> int:
     if built is not None:
         _err(f"built the index: {built.summary()}")
     flt = Filter(
-        doc_ids=frozenset(v.index().doc_ids_for(args.source)) if args.source else None,
+        doc_ids=frozenset(d for sel in args.source for d in _matching_docs(v.index(), sel)) if args.source else None,
         date_from=args.date_from or "", date_to=args.date_to or "",
     )
     res = v.ask(args.question, top=args.top, mode=args.mode, flt=flt)

@@ -96,11 +96,21 @@ def decode(data: bytes, name: str = "") -> tuple[str, list[str]]:
     return text, warnings
 
 
+def is_calendar_date(iso: str) -> bool:
+    """Whether YYYY, YYYY-MM or YYYY-MM-DD names a real year, month or day (not 2024-13-45)."""
+    parts = iso.split("-")
+    try:
+        datetime(int(parts[0]), int(parts[1]) if len(parts) > 1 else 1, int(parts[2]) if len(parts) > 2 else 1)
+    except (ValueError, IndexError):
+        return False
+    return len(parts[0]) == 4 and all(len(x) == 2 for x in parts[1:])
+
+
 def normalise_date(value: str) -> str:
     """Return an ISO 8601 date (YYYY, YYYY-MM or YYYY-MM-DD), or "" if unparseable."""
     value = value.strip().rstrip(".")
     if _ISO_RE.match(value):
-        return value
+        return value if is_calendar_date(value) else ""
     value = re.sub(r"(\d)(st|nd|rd|th)\b", r"\1", value)
     value = re.sub(r"\s+", " ", value)
     for fmt in _DATE_FORMATS:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .corpus import is_calendar_date
 from .errors import BadQuestion
 from .index import REFINE, Index, bm25_tokenize, refine
 from .types import Passage
@@ -36,8 +37,8 @@ class Filter:
 
         for name in ("date_from", "date_to"):
             v = getattr(self, name)
-            if v and not re.fullmatch(r"\d{4}(-\d{2}(-\d{2})?)?", v):
-                raise BadQuestion(f"dates must look like 2024-08-23, 2024-08 or 2024 (got {v!r})")
+            if v and not (re.fullmatch(r"\d{4}(-\d{2}(-\d{2})?)?", v) and is_calendar_date(v)):
+                raise BadQuestion(f"dates must be real dates written like 2024-08-23, 2024-08 or 2024 (got {v!r})")
 
     @property
     def active(self) -> bool:

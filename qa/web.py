@@ -19,7 +19,7 @@ from urllib.parse import quote as urlquote
 
 from .answering import percent
 from .api import Verbatim
-from .errors import VerbatimError
+from .errors import BadQuestion, VerbatimError
 from .retrieval import Filter
 
 EXAMPLES = [
@@ -48,6 +48,13 @@ def esc(text: str) -> str:
 
 def _attr(text: str) -> str:
     return html.escape(text, quote=True).replace("\n", "&#10;")
+
+
+def error_reply(err: Exception) -> str:
+    """A refusal of the user's input in one line: the message as written, its first letter
+    raised (``str.capitalize`` would lower-case the rest, the user's own words included)."""
+    msg = str(err)
+    return f"<b>{esc(msg[:1].upper() + msg[1:])}.</b>"
 
 
 def confidence_label(a: dict) -> str:
@@ -282,6 +289,12 @@ class WebApp:
     def ask_json(self, question: str, top: int = 3, sources: list[str] | None = None,
                  date_from: str = "", date_to: str = "") -> dict:
         """The API endpoint: same JSON as ``qa ask --json``."""
+        try:
+            top = int(top)
+        except (TypeError, ValueError):
+            raise BadQuestion(f"top must be a whole number from 1 to 50 (got {top!r})") from None
+        if not 1 <= top <= 50:
+            raise BadQuestion(f"top must be a whole number from 1 to 50 (got {top})")
         n_docs = self.service.index().manifest["counts"]["documents"]
         chosen = None if not sources or len(set(sources)) >= n_docs else frozenset(sources)
         flt = Filter(doc_ids=chosen, date_from=(date_from or "").strip(), date_to=(date_to or "").strip())
@@ -300,7 +313,7 @@ class WebApp:
                 result = self.ask_json(message, 3, sources, date_from, date_to)
                 reply = render_answer(result)
             except VerbatimError as err:
-                reply = f"<b>{esc(str(err).capitalize())}.</b>"
+                reply = error_reply(err)
             except ValueError as err:
                 reply = f"<b>{esc(str(err))}</b>"
         history[-1] = {"role": "assistant", "content": reply}

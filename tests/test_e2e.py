@@ -114,6 +114,10 @@ def test_index_is_intact_after_bad_files(tmp_path):
     assert any("empty.txt: empty document" in l for l in lines)
     assert any("cp1252.txt: not valid UTF-8" in l for l in lines)
     after = json.loads(run("ask", "--json", q).stdout)
+    # a source that is not indexed is a one-line error, not "no answer"
+    p = run("ask", "--source", "nosuch.txt", q)
+    assert p.returncode == 1 and "no indexed document matches 'nosuch.txt'" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and "No answer" not in p.stdout
     top = lambda r: [(a["quote"], a["source"]["path"], a["start"]) for a in r["answers"] + r["closest"]][0]
     assert top(after) == top(before)
 

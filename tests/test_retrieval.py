@@ -80,9 +80,18 @@ def test_filters_by_document_and_date(hashing_service):
 def test_bad_dates_get_a_clear_message():
     from qa.errors import BadQuestion
 
-    with pytest.raises(BadQuestion, match="dates must look like"):
-        Filter(date_from="last year")
+    for bad in ("last year", "2024-13-45", "2023-02-29", "2024-00", "24-01-01"):
+        with pytest.raises(BadQuestion, match="dates must be real dates written like 2024-08-23"):
+            Filter(date_from=bad)
     assert Filter(date_from="2018", date_to="2018-12-31").active
+    assert Filter(date_to="2024-02-29").active
+
+
+def test_impossible_dates_are_not_metadata():
+    from qa.corpus import normalise_date
+
+    assert normalise_date("2024-13-45") == "" and normalise_date("2023-02-29") == ""
+    assert normalise_date("2024-02-29") == "2024-02-29" and normalise_date("2018") == "2018"
 
 
 def test_a_tie_at_the_candidate_cut_is_kept_whole():

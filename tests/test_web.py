@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qa.web import esc, render_answer, render_document
+from qa.web import error_reply, esc, render_answer, render_document
 
 from .conftest import CORPUS, REPO
 
@@ -46,6 +46,13 @@ def test_esc_is_one_step_the_browser_reads_back_exactly(text):
     import re
 
     assert re.fullmatch(r"(?:[^&]|&#\d+;)*", out)  # every "&" starts one decimal reference
+
+
+def test_error_replies_keep_the_users_words_as_typed():
+    from qa.errors import BadQuestion
+
+    out = error_reply(BadQuestion("dates must look like 2024-08-23 (got 'Next MONDAY')"))
+    assert out.startswith("<b>Dates must") and "Next MONDAY" in out.replace("&#39;", "'")
 
 
 def test_render_answer_no_answer_labels_closest_as_not_answers():
@@ -133,6 +140,9 @@ def test_gradio_client_ask_returns_cli_json(app_url):
     assert out["no_answer"] is True
     with pytest.raises(Exception, match="please type a question"):
         client.predict("   ", 3, api_name="/ask")
+    for bad in (0, 51, -3):  # our message, not Python's
+        with pytest.raises(Exception, match="top must be a whole number from 1 to 50"):
+            client.predict("Who is Tim Peters?", bad, api_name="/ask")
 
 
 @pytest.fixture(scope="module")
@@ -319,3 +329,13 @@ def test_running_app_picks_up_a_new_index_without_restart(tmp_path):
         assert health().startswith("6 documents")
     finally:
         srv.close()
+
+
+@pytest.mark.parametrize("top", ["abc", None, 2.5e9, "0"])
+def test_api_top_is_checked_before_anything_runs(top):
+    from qa.errors import BadQuestion
+    from qa.web import WebApp
+
+    app = WebApp.__new__(WebApp)  # no service: the check comes first
+    with pytest.raises(BadQuestion, match="top must be a whole number from 1 to 50"):
+        app.ask_json("Who is Tim Peters?", top)
