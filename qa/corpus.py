@@ -80,6 +80,11 @@ def doc_id_for(text: str) -> str:
 def decode(data: bytes, name: str = "") -> tuple[str, list[str]]:
     """Bytes -> text as ``open(path).read()`` would give it; binary is refused."""
     warnings: list[str] = []
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16 with its byte order mark (Windows Notepad)
+        try:
+            data = data.decode("utf-16").encode("utf-8")
+        except UnicodeDecodeError:
+            raise BadDocument(f"{name}: starts like UTF-16 but does not decode as it; skipped") from None
     if b"\x00" in data[:8192]:
         raise BadDocument(f"{name}: looks like a binary file, not text; skipped")
     try:

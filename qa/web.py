@@ -430,10 +430,26 @@ def build_app(service: Verbatim, allow_upload: bool = False):
                                max_file_size=MAX_UPLOAD_BYTES)
 
 
+def check_port(host: str, port: int) -> None:
+    """A one-line error for a port that cannot be served on (out of range, or in use)."""
+    import socket
+
+    if not 1 <= port <= 65535:
+        raise VerbatimError(f"--port must be between 1 and 65535 (got {port})")
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+    except OSError as err:
+        raise VerbatimError(f"cannot serve on {host}:{port} ({err.strerror or err}); "
+                            "choose another with --port, or stop what is using it") from None
+
+
 def serve(corpus_dir: Path, index_dir: Path, host: str = "127.0.0.1", port: int = 7860,
           allow_upload: bool = False) -> None:
     import uvicorn
 
+    check_port(host, port)  # before the index is built or "running at" is printed
     service = Verbatim(corpus_dir, index_dir)
     built = service.ensure_index(log=print)
     if built is not None:

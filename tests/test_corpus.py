@@ -111,3 +111,15 @@ def test_list_sources_skips_unsupported_and_sidecars(tmp_path):
     files, skipped = corpus.list_sources(tmp_path)
     assert [f.name for f in files] == ["a.txt"]
     assert len(skipped) == 1 and "unsupported file type" in skipped[0].reason
+
+
+def test_utf16_with_a_byte_order_mark_is_text_not_binary():
+    text = "Les réfugiés “forcés” — 600.\nSecond line."
+    for encoding in ("utf-16", "utf-16-be"):
+        data = text.encode(encoding)
+        if encoding == "utf-16-be":
+            data = b"\xfe\xff" + data
+        got, warnings = corpus.decode(data, "w.txt")
+        assert got == text and not warnings
+    with pytest.raises(corpus.BadDocument, match="binary"):  # UTF-16 without a mark stays unread
+        corpus.decode(text.encode("utf-16-le"), "x.txt")

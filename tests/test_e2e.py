@@ -215,3 +215,19 @@ def test_a_near_unanswerable_question_is_refused_with_related_quotes(real_servic
     assert r.no_answer and r.answers == ()
     assert r.closest and all(q.label == "related, not an answer" for q in r.closest)
     assert r.confidence < real_service.answer_calibration().threshold
+
+
+def test_serve_refuses_a_bad_or_busy_port_in_one_line(tmp_path):
+    import socket
+
+    base = [QA, "--corpus", str(CORPUS), "--index", str(tmp_path / "idx"), "serve"]
+    p = subprocess.run([*base, "--port", "99999"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and "between 1 and 65535" in p.stderr and "Traceback" not in p.stderr
+    assert "running at" not in p.stdout and len(p.stderr.strip().splitlines()) == 1
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        p = subprocess.run([*base, "--port", str(port)], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and f"cannot serve on 127.0.0.1:{port}" in p.stderr and "Traceback" not in p.stderr
+    assert "running at" not in p.stdout and not (tmp_path / "idx").exists()  # nothing built first
