@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -188,11 +189,27 @@ def _first_real_line(text: str, furniture: list[Span]) -> str:
 
 
 def read_sidecar(path: Path) -> dict:
+    """The metadata sidecar of ``path`` ({} when there is none). Only a regular file beside it
+    is read: a symbolic link (which could point outside the corpus), a FIFO or a device is
+    refused without being opened."""
     side = path.with_name(path.name + SIDECAR_SUFFIX)
-    if not side.exists():
-        return {}
     try:
-        data = json.loads(side.read_text(encoding="utf-8"))
+        st = os.lstat(side)
+    except FileNotFoundError:
+        return {}
+    except OSError as err:
+        raise BadDocument(f"{side.name}: metadata sidecar cannot be read ({err.strerror})") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise BadDocument(f"{side.name}: metadata sidecar is a symbolic link, which is not followed; "
+                          "put a regular file there")
+    if not stat.S_ISREG(st.st_mode):
+        raise BadDocument(f"{side.name}: metadata sidecar is not a regular file; not read")
+    try:
+        raw = side.read_text(encoding="utf-8")
+        if not raw.strip():
+            raise BadDocument(f"{side.name}: metadata sidecar is empty; write {{}} in it (or delete it) "
+                              "to index the article without metadata")
+        data = json.loads(raw)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise BadDocument(f"{side.name}: metadata sidecar is not valid JSON ({err})") from err
     if not isinstance(data, dict):

@@ -123,3 +123,27 @@ def test_utf16_with_a_byte_order_mark_is_text_not_binary():
         assert got == text and not warnings
     with pytest.raises(corpus.BadDocument, match="binary"):  # UTF-16 without a mark stays unread
         corpus.decode(text.encode("utf-16-le"), "x.txt")
+
+
+def test_sidecars_are_regular_files_beside_the_article(tmp_path):
+    import os
+
+    doc = tmp_path / "corpus" / "a.txt"
+    doc.parent.mkdir()
+    doc.write_text("A sentence about refugees.\n")
+    side = doc.with_name("a.txt.meta.json")
+    outside = tmp_path / "secret.json"
+    outside.write_text('{"title": "SECRET TITLE"}')
+    side.symlink_to(outside)
+    with pytest.raises(BadDocument, match="symbolic link, which is not followed"):
+        corpus.read_sidecar(doc)
+    side.unlink()
+    os.mkfifo(side)  # reading it would block forever
+    with pytest.raises(BadDocument, match="not a regular file"):
+        corpus.read_sidecar(doc)
+    side.unlink()
+    side.write_text("  \n")
+    with pytest.raises(BadDocument, match=r"empty; write \{\} in it"):
+        corpus.read_sidecar(doc)
+    side.write_text('{"title": "T"}')
+    assert corpus.read_sidecar(doc) == {"title": "T"}
