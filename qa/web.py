@@ -391,8 +391,8 @@ def build_blocks(web: WebApp):
             """
             try:
                 return json.dumps(web.ask_json(question, top), ensure_ascii=False, indent=2)
-            except VerbatimError as err:
-                raise gr.Error(str(err)) from err
+            except VerbatimError as err:  # the caller's mistake, told to them: no traceback in the log
+                raise gr.Error(str(err), print_exception=False) from err
 
         gr.api(ask, api_name="ask")
     return demo

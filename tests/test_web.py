@@ -145,6 +145,39 @@ def test_gradio_client_ask_returns_cli_json(app_url):
             client.predict("Who is Tim Peters?", bad, api_name="/ask")
 
 
+def test_a_rejected_question_leaves_no_traceback_in_the_server_log(tmp_path):
+    """A running `qa serve` answers a bad question with its one-line reason and logs nothing."""
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    from gradio_client import Client
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    qa = str(Path(sys.executable).with_name("qa"))
+    srv = subprocess.Popen([qa, "--corpus", str(CORPUS), "--index", str(tmp_path / "idx"), "--model", "hashing-256",
+                            "serve", "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(url, timeout=1)
+                break
+            except OSError:
+                time.sleep(0.5)
+        client = Client(url, verbose=False)
+        for bad in ("   ", "x" * 2000):
+            with pytest.raises(Exception, match="please type a question|limited to 1,000 characters"):
+                client.predict(bad, 3, api_name="/ask")
+    finally:
+        srv.terminate()
+        _, err = srv.communicate(timeout=30)
+    assert "Traceback" not in err and "gradio.exceptions.Error" not in err, err[-2000:]
+
+
 @pytest.fixture(scope="module")
 def browser():
     pw_api = pytest.importorskip("playwright.sync_api")
