@@ -439,6 +439,15 @@ def list_sources(corpus_dir: Path) -> tuple[list[Path], list[Skipped]]:
     return [Path(f) for f in files], skipped
 
 
+def is_index_dir(path: str) -> bool:
+    """Whether a folder is a Verbatim index (its CURRENT file and gen-NNNNNN generations)."""
+    try:
+        return os.path.isfile(os.path.join(path, "CURRENT")) and any(
+            n.startswith("gen-") for n in os.listdir(path))
+    except OSError:
+        return False
+
+
 def list_source_paths(corpus_dir: Path, sidecars: set[str] | None = None) -> tuple[list[str], list[Skipped]]:
     """``list_sources`` with absolute path strings (cheaper for 100k files).
 
@@ -463,7 +472,8 @@ def list_source_paths(corpus_dir: Path, sidecars: set[str] | None = None) -> tup
             if name.startswith("."):
                 continue
             if entry.is_dir(follow_symlinks=False):
-                subdirs.append(entry.path)
+                if not is_index_dir(entry.path):  # an index kept inside the corpus is not read as articles
+                    subdirs.append(entry.path)
                 continue
             if name.endswith(SIDECAR_SUFFIX):
                 if sidecars is not None:

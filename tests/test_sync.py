@@ -204,3 +204,15 @@ def test_watch_reindexes_after_a_burst_of_changes(tmp_path):
     assert len(calls) == 1  # one update for the whole burst
     # told which files changed (the hidden upload-in-progress is not among them)
     assert {Path(p).name for p in calls[0]} == {f"n{i}.txt" for i in range(5)}
+
+
+def test_an_index_kept_inside_the_corpus_is_not_read_as_articles(corpus_copy, tmp_path):
+    from qa import Verbatim
+    from qa.config import IndexSettings
+
+    v = Verbatim(corpus_copy, corpus_copy / "embeddings", settings=IndexSettings(model="hashing-256"), root=tmp_path)
+    first = v.sync()
+    assert len(first.added) == 5
+    (corpus_copy / "new.txt").write_text("A new article about the Tumen river crossing.\n")
+    again = v.sync()
+    assert again.skipped == [] and [a for a in again.added] and len(v.index().documents()) == 6
