@@ -50,9 +50,14 @@ def _emph(quote: str, q_start: int, a_start, a_end, tty: bool) -> str:
     return f"{quote[:s]}\033[1;4m{quote[s:e]}\033[0m{quote[e:]}"
 
 
+def _line(text: str) -> str:
+    """Text for one terminal line: control characters (a newline in a file name) shown escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _cite(src: dict) -> str:
     bits = [src["title"] or src["path"], src["publisher"], src["date"]]
-    return " · ".join(b for b in bits if b)
+    return _line(" · ".join(b for b in bits if b))
 
 
 def cmd_ask(args) -> int:
@@ -89,12 +94,12 @@ def cmd_ask(args) -> int:
             if a["answer"] and not tty:
                 print(f"   answer: {a['answer']}")
             print(f"   — {_cite(a['source'])}" + (f", p. {a['page']}" if a.get("page") else ""))
-            print(f"     {a['source']['path']} [{a['start']}:{a['end']}]"
+            print(f"     {_line(a['source']['path'])} [{a['start']}:{a['end']}]"
                   + (f"  {a['source']['url']}" if a["source"]["url"] else "")
                   + (f"  {a['label']}" if a.get("label") else "")
                   + (f" ({percent(a['probability'])})" if a.get("probability") is not None else f"  score {a['score']:.2f}"))
             for other in a["also_in"]:
-                print(f"     also in: {_cite(other['source'])} ({other['source']['path']})")
+                print(f"     also in: {_cite(other['source'])} ({_line(other['source']['path'])})")
     return 0
 
 
@@ -112,7 +117,7 @@ def cmd_sources(args) -> int:
           f"{bm.get('deleted', 0)} deleted since")
     for d in docs:
         print(f"  {d['doc_id']}  {d['date'] or '????-??-??':10}  {d['passages']:4d} passages  "
-              f"{d['title'][:70]}  ({d['path']})")
+              f"{_line(d['title'][:70])}  ({_line(d['path'])})")
     return 0
 
 

@@ -231,3 +231,18 @@ def test_serve_refuses_a_bad_or_busy_port_in_one_line(tmp_path):
         p = subprocess.run([*base, "--port", str(port)], capture_output=True, text=True, timeout=60)
     assert p.returncode == 1 and f"cannot serve on 127.0.0.1:{port}" in p.stderr and "Traceback" not in p.stderr
     assert "running at" not in p.stdout and not (tmp_path / "idx").exists()  # nothing built first
+
+
+def test_a_file_name_with_a_newline_keeps_qa_sources_one_line_per_document(tmp_path):
+    import shutil
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(CORPUS, corpus)
+    (corpus / "two\nlines.txt").write_text("An article whose file name holds a newline, about the Yalu river.\n")
+    base = [QA, "--corpus", str(corpus), "--index", str(tmp_path / "idx"), "--model", "hashing-256"]
+    assert subprocess.run([*base, "index"], capture_output=True, text=True, timeout=300).returncode == 0
+    p = subprocess.run([*base, "sources"], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0
+    lines = p.stdout.strip().splitlines()
+    assert lines[0].startswith("6 documents") and len(lines) == 3 + 6
+    assert any("two\\nlines.txt" in line for line in lines)
