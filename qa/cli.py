@@ -158,7 +158,9 @@ def cmd_remove(args) -> int:
 
     v = _service(args)
     idx = v.index()
-    paths = sorted({p for src in idx.sources(_matching_docs(idx, args.doc)).values() for p in src.paths})
+    # a file named removes that file only; a document id removes every file holding its text
+    paths = idx.paths_named(args.doc) or sorted(
+        {p for src in idx.sources(_matching_docs(idx, args.doc)).values() for p in src.paths})
     files = {(v.root / p.split("#")[0]) for p in paths}
     if any("#" in p for p in paths):
         raise VerbatimError("that document is a line of a .jsonl feed; edit the feed file to remove it")

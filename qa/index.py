@@ -365,6 +365,13 @@ class Index:
         out.sort(key=lambda d: d["path"])
         return out
 
+    def paths_named(self, selector: str) -> list[str]:
+        """The indexed paths a path or file name names (not every copy of the same text)."""
+        like = selector.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        rows = self.db().execute("SELECT path FROM paths WHERE path=? OR path LIKE ? ESCAPE '\\'",
+                                 (selector, "%/" + like)).fetchall()
+        return sorted(r[0] for r in rows)
+
     def doc_ids_for(self, selectors: Iterable[str]) -> set[str]:
         """Resolve doc ids or paths (or path suffixes) to doc ids."""
         out: set[str] = set()

@@ -182,6 +182,24 @@ def test_remove_moves_the_file_aside_and_unindexes(tmp_path):
     assert [d["path"] for d in json.loads(out)["documents"]] == ["corpus/b.txt"]
 
 
+def test_removing_one_copy_keeps_the_other_file_with_the_same_text(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("Alpha article about Sinuiju.")
+    (corpus / "b_copy.txt").write_text("Alpha article about Sinuiju.")
+    base = ["--corpus", str(corpus), "--index", str(tmp_path / "index"), "--model", "hashing-256"]
+    assert subprocess.run([QA, *base, "index"], capture_output=True).returncode == 0
+    p = subprocess.run([QA, *base, "remove", "b_copy.txt"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert (corpus / "a.txt").exists() and not (corpus / "b_copy.txt").exists()
+    out = subprocess.run([QA, *base, "sources", "--json"], capture_output=True, text=True).stdout
+    assert [d["path"] for d in json.loads(out)["documents"]] == ["corpus/a.txt"]
+    # a document id still names every file holding that text
+    doc_id = json.loads(out)["documents"][0]["doc_id"]
+    assert subprocess.run([QA, *base, "remove", doc_id], capture_output=True).returncode == 0
+    assert not (corpus / "a.txt").exists()
+
+
 def test_watch_reindexes_after_a_burst_of_changes(tmp_path):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
