@@ -30,6 +30,9 @@ def safe_filename(name: str, default_suffix: str = ".txt") -> str:
         raise VerbatimError(
             f"'{suffix}' files are not supported; use one of {', '.join(corpus.SUPPORTED_SUFFIXES)}")
     stem = stem.strip("._-") or "article"
+    if (stem + suffix).lower() == "readme.md":  # the corpus folder's own notes: never indexed
+        raise VerbatimError("a file named readme.md is taken for the folder's notes and never indexed; "
+                            "give the article another name")
     return stem + suffix
 
 

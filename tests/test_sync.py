@@ -122,6 +122,13 @@ def test_safe_filename(name, expected):
     assert safe_filename(name) == expected
 
 
+@pytest.mark.parametrize("name", ["readme.md", "README.md", "../ReadMe.MD", "sub/readme.md"])
+def test_an_upload_the_indexer_would_ignore_is_refused_not_added(tmp_path, name):
+    with pytest.raises(VerbatimError, match="readme.md is taken for the folder's notes"):
+        add_file(tmp_path, name, b"# Notes\nA real article about refugees.")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_upload_with_hostile_names_stays_in_corpus_and_never_overwrites(tmp_path):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
