@@ -196,12 +196,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="qa", description="Verbatim: answers quoted exactly from your sources."
     )
-    p.add_argument("--corpus", default=str(DEFAULT_CORPUS), help="folder of articles (default: corpus/)")
-    p.add_argument("--index", default=str(DEFAULT_INDEX), help="index folder (default: embeddings/)")
-    p.add_argument("--model", default=None, help="embedding model (default: all-MiniLM-L6-v2)")
+    # --corpus/--index/--model go before or after the subcommand and show in every --help; in the
+    # subcommands they default to "not given", so a value given before the subcommand stands
+    common = argparse.ArgumentParser(add_help=False)
+    for parser, given in ((p, True), (common, False)):
+        parser.add_argument("--corpus", default=str(DEFAULT_CORPUS) if given else argparse.SUPPRESS,
+                            help="folder of articles (default: corpus/)")
+        parser.add_argument("--index", default=str(DEFAULT_INDEX) if given else argparse.SUPPRESS,
+                            help="index folder (default: embeddings/)")
+        parser.add_argument("--model", default=None if given else argparse.SUPPRESS,
+                            help="embedding model (default: all-MiniLM-L6-v2)")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("index", help="build or update the index incrementally")
+    def command(name: str, **kwargs) -> argparse.ArgumentParser:
+        """A subcommand that takes the common options too."""
+        return sub.add_parser(name, parents=[common], **kwargs)
+
+    s = command("index", help="build or update the index incrementally")
     s.add_argument("--json", action="store_true", help="print the sync report as JSON")
     s.add_argument("--no-wait", action="store_true", help="fail instead of waiting for another writer")
     s.add_argument("--rehash", action="store_true",
@@ -210,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only look at these files (added, edited or deleted); default: scan the corpus")
     s.set_defaults(func=cmd_index)
 
-    s = sub.add_parser("ask", help="ask a question")
+    s = command("ask", help="ask a question")
     s.add_argument("question")
     s.add_argument("--top", type=int, default=3, help="number of quotes (default 3)")
     s.add_argument("--json", action="store_true", help="print the answer as JSON")
@@ -220,32 +231,32 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--date-to", help="only documents dated on/before YYYY[-MM[-DD]]")
     s.set_defaults(func=cmd_ask)
 
-    s = sub.add_parser("sources", help="list indexed documents")
+    s = command("sources", help="list indexed documents")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_sources)
 
-    s = sub.add_parser("show", help="print a document's metadata and text")
+    s = command("show", help="print a document's metadata and text")
     s.add_argument("doc", help="document id or path")
     s.set_defaults(func=cmd_show)
 
-    s = sub.add_parser("serve", help="start the browser app")
+    s = command("serve", help="start the browser app")
     s.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=7860)
     s.add_argument("--allow-upload", action="store_true",
                    help="let browser users add articles to the corpus (off by default)")
     s.set_defaults(func=cmd_serve)
 
-    s = sub.add_parser("remove", help="remove a document (its file moves to corpus/.removed/)")
+    s = command("remove", help="remove a document (its file moves to corpus/.removed/)")
     s.add_argument("doc", help="document id or path")
     s.set_defaults(func=cmd_remove)
 
-    s = sub.add_parser("watch", help="re-index whenever files in the corpus change")
+    s = command("watch", help="re-index whenever files in the corpus change")
     s.add_argument("--delay", type=float, default=1.5, help="seconds of quiet before updating")
     s.set_defaults(func=cmd_watch)
 
     from .evaluate import add_eval_parser
 
-    add_eval_parser(sub)
+    add_eval_parser(command)
     return p
 
 

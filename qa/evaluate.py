@@ -632,8 +632,9 @@ def calibrate(datasets: dict[str, list[Prediction]], unanswerable_share: float |
 # --------------------------------------------------------------------------- CLI
 
 
-def add_eval_parser(sub) -> None:
-    s = sub.add_parser("eval", help="evaluate on a question set (JSONL or SQuAD JSON)")
+def add_eval_parser(command) -> None:
+    """``qa eval``; ``command(name, help=...)`` makes a subcommand parser with the common options."""
+    s = command("eval", help="evaluate on a question set (JSONL or SQuAD JSON)")
     s.add_argument("file", nargs="?", help="questions: .jsonl, or a SQuAD v1.1/v2.0 .json "
                    "(default: eval/shipped.jsonl)")
     s.add_argument("--squad-corpus", action="store_true",

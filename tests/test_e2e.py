@@ -246,3 +246,24 @@ def test_a_file_name_with_a_newline_keeps_qa_sources_one_line_per_document(tmp_p
     lines = p.stdout.strip().splitlines()
     assert lines[0].startswith("6 documents") and len(lines) == 3 + 6
     assert any("two\\nlines.txt" in line for line in lines)
+
+
+def test_common_options_go_after_the_subcommand_too_and_show_in_its_help(cli_index):
+    p = subprocess.run([QA, "ask", "--index", str(cli_index), "--corpus", str(CORPUS), "--json",
+                        "How many North Korean refugees did China forcibly repatriate in October 2023?"],
+                       capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "600" in json.loads(p.stdout)["answers"][0]["quote"]
+    for cmd in ("index", "ask", "sources", "show", "serve", "remove", "watch", "eval"):
+        out = subprocess.run([QA, cmd, "--help"], capture_output=True, text=True, timeout=60).stdout
+        assert all(opt in out for opt in ("--corpus", "--index", "--model")), cmd
+    # given before the subcommand, a value is not reset by the subcommand's parser
+    p = subprocess.run([QA, "--index", str(cli_index), "--corpus", str(CORPUS), "sources"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and p.stdout.startswith("5 documents"), p.stderr
+
+
+def test_app_py_is_the_same_serve_path():
+    p = subprocess.run([sys.executable, str(REPO / "app.py"), "--port", "0"], capture_output=True, text=True,
+                       cwd=REPO, timeout=60)
+    assert p.returncode == 1 and "--port must be between 1 and 65535" in p.stderr and "Traceback" not in p.stderr
