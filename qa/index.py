@@ -41,6 +41,7 @@ import shutil
 import sqlite3
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable
@@ -201,10 +202,12 @@ class Index:
     def load(cls, index_dir: Path) -> "Index":
         import faiss
 
-        gen = current_generation(index_dir)
-        if gen is None:
-            raise IndexMissing(f"no index in {index_dir}; run `qa index` first")
-        manifest = json.loads((gen / "manifest.json").read_text())
+        gen, held = _hold_current(index_dir)
+        try:
+            manifest = json.loads((gen / "manifest.json").read_text())
+        except BaseException:
+            os.close(held)
+            raise
         if manifest.get("schema") != SCHEMA_VERSION:
             raise IndexMissing(
                 f"the index in {index_dir} was built by another version of Verbatim; "
@@ -216,7 +219,11 @@ class Index:
             ivf = faiss.extract_index_ivf(dense)
             ivf.nprobe = choice.nprobe
             ivf.parallel_mode = 1  # one question's lists are scanned on every core
-        return cls(gen, manifest, dense, Sparse.load(gen))
+        idx = cls(gen, manifest, dense, Sparse.load(gen))
+        # the generation stays on disk while this object lives: its shared lock is released
+        # when the last question holding it is done and it is collected
+        weakref.finalize(idx, os.close, held)
+        return idx
 
     @functools.cached_property
     def dense_choice(self) -> "DenseChoice":
@@ -449,16 +456,60 @@ def _new_content_name(index_dir: Path) -> str:
     return f"content-{max(nums, default=0) + 1:06d}.sqlite"
 
 
+def _hold_current(index_dir: Path) -> tuple[Path, int]:
+    """The live generation and an open descriptor holding a shared lock on it (its manifest):
+    while a reader holds it, no writer removes the generation."""
+    for _ in range(20):
+        gen = current_generation(index_dir)
+        if gen is None:
+            raise IndexMissing(f"no index in {index_dir}; run `qa index` first")
+        try:
+            fd = os.open(gen / "manifest.json", os.O_RDONLY)
+        except FileNotFoundError:
+            continue  # replaced and removed since CURRENT was read: read it again
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        if (gen / "manifest.json").exists():
+            return gen, fd
+        os.close(fd)  # removed while we waited for the lock
+    raise IndexMissing(f"the index in {index_dir} kept changing while it was being opened; try again")
+
+
+def _remove_generation(gen: Path) -> bool:
+    """Remove a generation no reader holds; False (kept for a later sync) if one does."""
+    try:
+        fd = os.open(gen / "manifest.json", os.O_RDONLY)
+    except FileNotFoundError:  # never finished (a crash mid-write): nobody can hold it
+        shutil.rmtree(gen, ignore_errors=True)
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return False
+    try:
+        shutil.rmtree(gen, ignore_errors=True)
+    finally:
+        os.close(fd)
+    return True
+
+
 def _remove_stale(index_dir: Path, keep: Path | None) -> None:
-    """Remove every generation but ``keep``, and every content store it does not use."""
+    """Remove every generation but ``keep`` that no reader holds (a held one goes at a later
+    sync), and every content store none of the remaining generations uses."""
+    remaining = [keep] if keep is not None else []
     for p in index_dir.glob("gen-*"):
-        if keep is None or p.name != keep.name:
-            shutil.rmtree(p, ignore_errors=True)
+        if (keep is None or p.name != keep.name) and not _remove_generation(p):
+            remaining.append(p)
     for p in index_dir.glob("CURRENT.*"):
         p.unlink(missing_ok=True)
-    used = json.loads((keep / "manifest.json").read_text()).get("content") if keep else None
+    used = set()
+    for g in remaining:
+        try:
+            used.add(json.loads((g / "manifest.json").read_text()).get("content"))
+        except (OSError, ValueError):
+            continue
     for p in index_dir.glob("content-*.sqlite*"):  # with its -wal and -shm
-        if used is None or not p.name.startswith(used):
+        if not any(u and p.name.startswith(u) for u in used):
             p.unlink(missing_ok=True)
 
 

@@ -1,5 +1,6 @@
 """Incremental indexing stories, with the deterministic hashing encoder."""
 
+import gc
 import json
 import shutil
 import sqlite3
@@ -189,9 +190,16 @@ def test_crash_mid_write_leaves_previous_index_loadable(hashing_service, corpus_
     fresh = Verbatim(corpus_copy, hashing_service.index_dir, root=hashing_service.root,
                      settings=hashing_service.settings)
     assert _state(fresh) == before  # the old generation is still live and intact
-    assert len(list(hashing_service.index_dir.glob("gen-*"))) == 2  # the half-written one
+    gens = lambda: {g.name for g in hashing_service.index_dir.glob("gen-*")}
+    old = index_mod.current_generation(hashing_service.index_dir).name
+    assert len(gens()) == 2  # the half-written one
     fresh.sync()  # converges, and cleans up the leftover
-    assert len(list(hashing_service.index_dir.glob("gen-*"))) == 1
+    new = index_mod.current_generation(hashing_service.index_dir).name
+    assert gens() == {old, new}  # the previous one stays while readers hold it
+    fresh.index(), hashing_service.index()  # both readers move on to the new generation
+    gc.collect()
+    fresh.sync()
+    assert gens() == {new}
     # ...to exactly what a clean build gives
     clean = Verbatim(corpus_copy, hashing_service.index_dir.parent / "clean", root=hashing_service.root,
                      settings=hashing_service.settings)
@@ -380,3 +388,20 @@ def test_a_folder_hint_falls_back_to_a_full_scan(hashing_service, corpus_copy):
     (corpus_copy / "000_913f2efb5995b750.txt").unlink()  # not hinted, but the full scan sees it
     r = hashing_service.sync(only=[sub])
     assert r.added == ["corpus/more/x.txt"] and r.removed == ["corpus/000_913f2efb5995b750.txt"]
+
+
+def test_a_generation_a_reader_holds_is_kept_until_it_lets_go(hashing_service, corpus_copy):
+    hashing_service.sync()
+    held = hashing_service.index()  # a question in progress on this generation
+    (corpus_copy / "extra.txt").write_text("A brand new sentence about the Yalu river.")
+    hashing_service.sync()
+    assert held.gen_dir.exists() and held.sources([d["doc_id"] for d in held.documents()])  # still readable
+    hashing_service.sync()  # a further sync while the reader holds it: still kept
+    assert held.gen_dir.exists()
+    gen_dir = held.gen_dir
+    del held
+    hashing_service.index()  # the service moves on to the new generation
+    gc.collect()
+    (corpus_copy / "extra2.txt").write_text("Another sentence about Dandong.")
+    hashing_service.sync()
+    assert not gen_dir.exists()

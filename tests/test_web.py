@@ -372,3 +372,62 @@ def test_api_top_is_checked_before_anything_runs(top):
     app = WebApp.__new__(WebApp)  # no service: the check comes first
     with pytest.raises(BadQuestion, match="top must be a whole number from 1 to 50"):
         app.ask_json("Who is Tim Peters?", top)
+
+
+@pytest.mark.slow
+def test_parallel_askers_during_100_updates_meet_no_error_and_only_verbatim_quotes(tmp_path):
+    """The API under load while the index is updated 100 times (as uploads and `qa watch` do)."""
+    from gradio_client import Client
+
+    from qa import Verbatim
+    from qa.config import IndexSettings
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(CORPUS, corpus)
+    growing = corpus / "growing.txt"
+    growing.write_text("Dispatches from the Tumen river.\n")
+    settings = IndexSettings(model="hashing-256")
+    writer = Verbatim(corpus, tmp_path / "index", settings=settings, root=tmp_path)
+    writer.sync()
+    srv = _Server(Verbatim(corpus, tmp_path / "index", settings=settings, root=tmp_path))
+    questions = ["How many refugees crossed the Tumen river in dispatch 7?",
+                 "How many North Korean refugees did China forcibly repatriate in October 2023?",
+                 "Who chairs the North Korean Freedom Coalition?"]
+    done = threading.Event()
+    errors: list[str] = []
+    answers: list[dict] = []
+
+    def ask_loop(n):
+        client = Client(srv.url, verbose=False)
+        i = 0
+        while not done.is_set():
+            try:
+                out = json.loads(client.predict(questions[(i + n) % 3], 3, api_name="/ask"))
+                answers.append(out)
+            except Exception as e:  # every failure counts
+                errors.append(f"{type(e).__name__}: {e}")
+            i += 1
+
+    askers = [threading.Thread(target=ask_loop, args=(n,)) for n in range(4)]
+    try:
+        for t in askers:
+            t.start()
+        for k in range(100):  # append a dispatch: earlier text, and so earlier offsets, stay valid
+            with growing.open("a") as fh:
+                fh.write(f"Dispatch {k}: {k * 3} refugees crossed the Tumen river near Hoeryong.\n")
+            writer.sync(only=[growing])
+            deadline = time.time() + 60  # at least three asks per update, all during the updates
+            while len(answers) + len(errors) < 3 * (k + 1) and time.time() < deadline:
+                time.sleep(0.01)
+        asked_during = len(answers) + len(errors)
+        done.set()
+        for t in askers:
+            t.join(300)
+    finally:
+        done.set()
+        srv.close()
+    assert errors == [] and asked_during >= 300
+    final = {f"corpus/{f.name}": f.read_text(encoding="utf-8") for f in corpus.glob("*.txt")}
+    for out in answers:
+        for q in out["answers"] + out["closest"]:
+            assert final[q["source"]["path"]][q["start"]:q["end"]] == q["quote"]
