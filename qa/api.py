@@ -6,6 +6,7 @@ atomically when a newer one appears on disk) and the write path (``sync``).
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import threading
@@ -17,7 +18,7 @@ from pathlib import Path
 from . import answering, index as index_mod, retrieval
 from .config import DEFAULT_CORPUS, DEFAULT_INDEX, MAX_QUESTION_CHARS, REPO_ROOT, AskSettings, IndexSettings
 from .embeddings import Encoder, OnnxEncoder, ensure_onnx_export, load_encoder
-from .errors import BadQuestion, IndexMissing
+from .errors import BadQuestion, IndexMissing, ModelMismatch
 from .retrieval import Filter
 from .types import AskResult, Passage
 
@@ -52,6 +53,9 @@ class Verbatim:
         self.corpus_dir = Path(corpus_dir)
         self.index_dir = Path(index_dir)
         self.settings = settings or IndexSettings.from_env()
+        # a model the user named (--model, VERBATIM_MODEL) must be the index's; otherwise the
+        # index's manifest says which model questions are encoded with
+        self.model_named = settings is not None or bool(os.environ.get("VERBATIM_MODEL"))
         self.root = root or (REPO_ROOT if _inside(self.corpus_dir, REPO_ROOT) else self.corpus_dir.parent)
         self.calibration = calibration or answering.Calibration.load()
         self._index: index_mod.Index | None = None
@@ -110,12 +114,34 @@ class Verbatim:
                     return self._index
                 raise IndexMissing(f"no index in {self.index_dir}; run `qa index` first")
             if self._index is None or self._index.gen_dir != gen:
-                self._index = index_mod.Index.load(self.index_dir)
+                idx = index_mod.Index.load(self.index_dir)
+                self._use_model_of(idx)
+                self._index = idx
             return self._index
+
+    def _use_model_of(self, idx: index_mod.Index) -> None:
+        """The manifest is the contract: questions are encoded with the model that built the
+        index. A different model named by the user is a one-line error."""
+        built = idx.manifest.get("model", self.settings.model)
+        if built == self.settings.model:
+            return
+        if self.model_named:
+            raise ModelMismatch(
+                f"the index in {self.index_dir} was built with the model {built}, not {self.settings.model}: "
+                f"rebuild it with `qa index --model {self.settings.model}`, or leave --model out")
+        self.settings = replace(self.settings, model=built)
+        self._encoder = self._query_encoder = None
 
     def sync(self, progress: bool = False, log=None, wait: bool = True,
              rehash: bool = False, only=None) -> index_mod.SyncReport:
-        """Update the index; ``only``: the files known to have changed (None: scan all)."""
+        """Update the index; ``only``: the files known to have changed (None: scan all). Without
+        a model named, the index keeps the model it was built with; a named one that differs
+        rebuilds it with that model."""
+        if not self.model_named:
+            built = index_mod.built_with(self.index_dir)
+            if built and built != self.settings.model:
+                self.settings = replace(self.settings, model=built)
+                self._encoder = self._query_encoder = None
         report = index_mod.sync(
             self.corpus_dir, self.index_dir, self.settings, self.encoder,
             root=self.root, progress=progress, log=log, wait=wait, rehash=rehash, only=only,

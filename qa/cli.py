@@ -147,7 +147,7 @@ def cmd_serve(args) -> int:
 
     serve(
         corpus_dir=Path(args.corpus), index_dir=Path(args.index),
-        host=args.host, port=args.port, allow_upload=args.allow_upload,
+        host=args.host, port=args.port, allow_upload=args.allow_upload, model=args.model,
     )
     return 0
 

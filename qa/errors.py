@@ -23,3 +23,7 @@ class IndexBusy(VerbatimError):
 
 class ModelUnavailable(VerbatimError):
     pass
+
+
+class ModelMismatch(VerbatimError):
+    """The index was built with one embedding model and is being asked with another."""

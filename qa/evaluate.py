@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .config import REPO_ROOT, AskSettings
-from .errors import VerbatimError
+from .errors import BadQuestion, VerbatimError
 
 K_VALUES = (1, 5, 10, 20)
 SHIPPED_SET = REPO_ROOT / "eval" / "shipped.jsonl"
@@ -212,7 +212,7 @@ def run_questions(service, questions: list[EvalQuestion], mode: str = "hybrid",
         t = time.perf_counter()
         try:
             res, passages = service.ask_with_passages(q.question, cfg, retrieve=max(K_VALUES))
-        except VerbatimError:
+        except BadQuestion:
             continue  # an invalid question in the file: skipped, like a user's would be refused
         ms = (time.perf_counter() - t) * 1e3
         rank = own = None
@@ -665,6 +665,13 @@ def add_eval_parser(command) -> None:
     s.set_defaults(func=cmd_eval)
 
 
+def _settings(args):
+    """The index settings of a model named with --model (None: the index's own)."""
+    from .config import IndexSettings
+
+    return IndexSettings(model=args.model) if getattr(args, "model", None) else None
+
+
 def _log(msg: str) -> None:
     print(f"qa: {msg}", file=sys.stderr)
 
@@ -692,7 +699,7 @@ def cmd_eval(args) -> int:
         if args.squad_corpus:
             raise VerbatimError("--squad-corpus needs a SQuAD .json file")
         questions = load_jsonl(path)
-        service = Verbatim(Path(args.corpus), Path(args.index), calibration=cal)
+        service = Verbatim(Path(args.corpus), Path(args.index), settings=_settings(args), calibration=cal)
         t = time.perf_counter()
         if service.ensure_index(log=_log) is not None:
             build = time.perf_counter() - t
@@ -701,7 +708,7 @@ def cmd_eval(args) -> int:
             service, questions, build = squad_service(path, log=_log, calibration=cal)
         else:
             questions = load_squad(path, None)
-            service = Verbatim(Path(args.corpus), Path(args.index), calibration=cal)
+            service = Verbatim(Path(args.corpus), Path(args.index), settings=_settings(args), calibration=cal)
             service.ensure_index(log=_log)
     questions = sample(questions, args.limit, args.seed)
     if not questions:
@@ -710,6 +717,7 @@ def cmd_eval(args) -> int:
     bad = [m for m in modes if m not in ("hybrid", "dense", "bm25")]
     if bad:
         raise VerbatimError(f"unknown retrieval mode {bad[0]!r}: use bm25, dense or hybrid")
+    service.index()  # the index's model encodes the questions (another --model: one line)
     service.query_encoder  # load before timing
     use_reader = not args.no_reader and service.reader is not None
     columns: dict[str, dict] = {}
@@ -807,7 +815,7 @@ def _cmd_calibrate(args) -> int:
     if Calibration.load().quote_model is not None and not args.no_reader:
         raise VerbatimError("the answer bar of the quote model is chosen with the model, on tuning data only: "
                             "run scripts/tune_quotes.py --write (qa eval --calibrate sets the fallback's, with --no-reader)")
-    shipped = Verbatim(Path(args.corpus), Path(args.index))
+    shipped = Verbatim(Path(args.corpus), Path(args.index), settings=_settings(args))
     shipped.ensure_index(log=_log)
     use_reader = not args.no_reader and shipped.reader is not None
     sets = {"shipped": run_questions(shipped, shipped_questions, progress=sys.stderr.isatty(),

@@ -169,6 +169,15 @@ def current_generation(index_dir: Path) -> Path | None:
     return gen
 
 
+def built_with(index_dir: Path) -> str | None:
+    """The embedding model of the live generation (its manifest), or None without one."""
+    gen = current_generation(index_dir)
+    try:
+        return json.loads((gen / "manifest.json").read_text()).get("model") if gen else None
+    except (OSError, ValueError):
+        return None
+
+
 def index_exists(index_dir: Path) -> bool:
     return current_generation(index_dir) is not None
 

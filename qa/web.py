@@ -446,14 +446,17 @@ def check_port(host: str, port: int) -> None:
 
 
 def serve(corpus_dir: Path, index_dir: Path, host: str = "127.0.0.1", port: int = 7860,
-          allow_upload: bool = False) -> None:
+          allow_upload: bool = False, model: str | None = None) -> None:
     import uvicorn
 
     check_port(host, port)  # before the index is built or "running at" is printed
-    service = Verbatim(corpus_dir, index_dir)
+    from .config import IndexSettings
+
+    service = Verbatim(corpus_dir, index_dir, settings=IndexSettings(model=model) if model else None)
     built = service.ensure_index(log=print)
     if built is not None:
         print(f"built the index: {built.summary()}")
+    service.index()  # the index's model is the one questions use (a different --model: one line)
     service.query_encoder  # load the model before the first question
     app = build_app(service, allow_upload=allow_upload)
     if allow_upload:

@@ -267,3 +267,33 @@ def test_app_py_is_the_same_serve_path():
     p = subprocess.run([sys.executable, str(REPO / "app.py"), "--port", "0"], capture_output=True, text=True,
                        cwd=REPO, timeout=60)
     assert p.returncode == 1 and "--port must be between 1 and 65535" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_the_index_says_which_model_encodes_the_questions(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    base = [QA, "--corpus", str(CORPUS), "--index", str(tmp_path / "idx")]
+    run = lambda *a: subprocess.run([*base, *a], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert run("--model", "hashing-256", "index").returncode == 0
+    q = "How many North Korean refugees did China forcibly repatriate in October 2023?"
+    # no --model: the index's own model encodes the question
+    p = run("ask", "--json", q)
+    assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr
+    assert json.loads(p.stdout)["answers"] or json.loads(p.stdout)["closest"]
+    # another model named: one line naming both, non-zero, for ask, eval and serve
+    for args in (("--model", "hashing-128", "ask", q), ("ask", "--model", "all-MiniLM-L6-v2", q),
+                 ("--model", "hashing-128", "serve", "--port", port),
+                 ("eval", "--model", "hashing-128", str(REPO / "eval" / "people-test.jsonl"))):
+        p = run(*args)
+        assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+        line = p.stderr.strip()
+        assert len(line.splitlines()) == 1 and "built with the model hashing-256" in line, line
+    # qa index without --model keeps the index's model (no silent rebuild with the default)
+    p = run("index", "--json")
+    assert p.returncode == 0 and json.loads(p.stdout)["rebuilt_reason"] == ""
+    # and a named model rebuilds, as asked
+    p = run("--model", "hashing-128", "index", "--json")
+    assert p.returncode == 0 and json.loads(p.stdout)["rebuilt_reason"]
