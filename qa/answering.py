@@ -156,23 +156,25 @@ class Candidate:
 # --------------------------------------------------------------------------- lexical
 
 
-def lexical_overlap(q_terms: list[str], s_terms: set[str], idf: dict[str, float], unseen: float) -> float:
-    if not q_terms:
-        return 0.0
-    weights = {t: idf.get(t, unseen) for t in set(q_terms)}
+def term_weights(q_terms: list[str], idf: dict[str, float], unseen: float) -> dict[str, float]:
+    """Each distinct question term's idf (once per question, read for every sentence)."""
+    return {t: idf.get(t, unseen) for t in set(q_terms)}
+
+
+def lexical_overlap(weights: dict[str, float], s_terms: set[str]) -> float:
+    """The idf-weighted share of the question's terms (``term_weights``) in the sentence."""
     total = sum(weights.values())
     hit = sum(w for t, w in weights.items() if t in s_terms)
     return hit / total if total else 0.0
 
 
-def missing_term(q_terms: list[str], s_terms: set[str], idf: dict[str, float], unseen: float) -> float:
+def missing_term(weights: dict[str, float], s_terms: set[str]) -> float:
     """How rare the rarest question term absent from the sentence is, relative to the rarest
     question term (0: the sentence has them all; 1: it lacks the rarest)."""
-    weights = [idf.get(t, unseen) for t in set(q_terms)]
-    if not weights or max(weights) <= 0:
+    if not weights or max(weights.values()) <= 0:
         return 0.0
-    absent = [idf.get(t, unseen) for t in set(q_terms) if t not in s_terms]
-    return max(absent, default=0.0) / max(weights)
+    absent = [w for t, w in weights.items() if t not in s_terms]
+    return max(absent, default=0.0) / max(weights.values())
 
 
 # --------------------------------------------------------------------------- spans
@@ -286,7 +288,7 @@ def candidates(index: Index, question: str, qvec: np.ndarray, passages: list[Pas
         return []
     reading = reader.read(question, [(p.doc_id, p.start, p.text) for p in passages]) if reader else None
     idf, unseen = index.term_idf
-    q_terms = bm25_tokenize([question])[0]
+    q_weights = term_weights(bm25_tokenize([question])[0], idf, unseen)
     top_fused = max(p.score for p in passages)
     typed_question = question_type(question) is not None
     seen: dict[tuple[str, int], Candidate] = {}
@@ -297,7 +299,7 @@ def candidates(index: Index, question: str, qvec: np.ndarray, passages: list[Pas
         vecs = np.stack([v for _, _, v in sents])
         cos = vecs @ qvec.astype(np.float32)
         s_terms_list = [set(t) for t in bm25_tokenize([s.text for _, s, _ in sents])]
-        lexes = [lexical_overlap(q_terms, t, idf, unseen) for t in s_terms_list]
+        lexes = [lexical_overlap(q_weights, t) for t in s_terms_list]
         for n, ((idx, sent, _), c, s_terms, lex) in enumerate(zip(sents, cos, s_terms_list, lexes)):
             if not sent.quotable:
                 continue
@@ -313,7 +315,7 @@ def candidates(index: Index, question: str, qvec: np.ndarray, passages: list[Pas
                 continue
             span = answer_span(question, sent.text) if typed_question else None
             cand = Candidate(sent, idx, float(c), lex, rel, float(span is not None), span,
-                             ctx_cos=ctx_cos, ctx_lex=ctx_lex, missing=missing_term(q_terms, s_terms, idf, unseen))
+                             ctx_cos=ctx_cos, ctx_lex=ctx_lex, missing=missing_term(q_weights, s_terms))
             if reading is not None:
                 best = reading.best_in(sent.doc_id, sent.start, sent.end)
                 if best is not None:
@@ -418,8 +420,7 @@ def quote_features(question: str, cands: list[Candidate]) -> np.ndarray:
     best = cands[0].score if cands else 0.0
     rows = []
     for rank, c in enumerate(cands):
-        margin = float(np.clip(-MARGIN_CLIP if c.reader_margin is None else c.reader_margin, -MARGIN_CLIP, MARGIN_CLIP))
-        span = float(np.clip(SPAN_SCORE_CLIP[0] if c.reader_score is None else c.reader_score, *SPAN_SCORE_CLIP))
+        margin, span = reader_clipped(c)
         cue = float(bool(cue_re and cue_re.search(c.sentence.text)))
         rows.append((c.score, c.cos, c.lex, c.passage, c.reader, c.reader_top, margin, span, c.score - best,
                      np.log1p(rank), c.typed, nonfactoid, cue, nonfactoid * c.cos, nonfactoid * c.lex,
@@ -436,6 +437,14 @@ MARGIN_CLIP = 20.0
 SPAN_SCORE_CLIP = (-15.0, 20.0)
 
 
+def reader_clipped(c: Candidate) -> tuple[float, float]:
+    """The reader's margin and span score for a candidate, clipped; a sentence the reader
+    found no span in gets the clips' floors."""
+    margin = -MARGIN_CLIP if c.reader_margin is None else c.reader_margin
+    span = SPAN_SCORE_CLIP[0] if c.reader_score is None else c.reader_score
+    return float(np.clip(margin, -MARGIN_CLIP, MARGIN_CLIP)), float(np.clip(span, *SPAN_SCORE_CLIP))
+
+
 def decision_features(cands: list[Candidate]) -> np.ndarray:
     """What the no-answer model reads (``NO_ANSWER_FEATURES``), from the ranked candidates.
 
@@ -443,8 +452,7 @@ def decision_features(cands: list[Candidate]) -> np.ndarray:
     the runner-up's score (0 when there is none).
     """
     b = cands[0]
-    margin = float(np.clip(-MARGIN_CLIP if b.reader_margin is None else b.reader_margin, -MARGIN_CLIP, MARGIN_CLIP))
-    span = float(np.clip(SPAN_SCORE_CLIP[0] if b.reader_score is None else b.reader_score, *SPAN_SCORE_CLIP))
+    margin, span = reader_clipped(b)
     runner_up = cands[1].score if len(cands) > 1 else 0.0
     return np.array([b.score, b.cos, b.lex, margin, span, b.score - runner_up], dtype=np.float64)
 

@@ -195,14 +195,15 @@ def test_weighted_fit_counts_a_row_of_weight_two_as_two_rows():
 
 
 def test_missing_term_weighs_the_rarest_absent_question_word():
-    from qa.answering import missing_term
+    from qa.answering import missing_term, term_weights
 
     idf = {"china": 1.0, "convention": 2.0, "reply": 4.0}
-    assert missing_term(["china", "reply"], {"china", "reply"}, idf, 5.0) == 0.0
-    assert missing_term(["china", "reply"], {"china"}, idf, 5.0) == 1.0  # lacks the rarest
-    assert missing_term(["china", "reply", "convention"], {"reply"}, idf, 5.0) == pytest.approx(0.5)
-    assert missing_term(["letter"], set(), idf, 5.0) == 1.0  # unseen words are the rarest
-    assert missing_term([], {"x"}, idf, 5.0) == 0.0
+    w = lambda *terms: term_weights(list(terms), idf, 5.0)
+    assert missing_term(w("china", "reply"), {"china", "reply"}) == 0.0
+    assert missing_term(w("china", "reply"), {"china"}) == 1.0  # lacks the rarest
+    assert missing_term(w("china", "reply", "convention"), {"reply"}) == pytest.approx(0.5)
+    assert missing_term(w("letter"), set()) == 1.0  # unseen words are the rarest
+    assert missing_term(w(), {"x"}) == 0.0
 
 
 def _length_model(bias: float):

@@ -205,16 +205,13 @@ def test_each_quote_carries_a_probability_and_only_those_that_clear_the_bar_are_
     for q in r.closest:
         assert q.probability < cal.threshold and q.label == "related, not an answer" and q.answer is None
     assert not any("Gina Goh" in q.text or "Grace Jo" in q.text for q in r.answers)
-    # probabilities are in decreasing order across answers and related quotes
-    probs = [q.probability for q in r.answers + r.closest]
-    assert probs == sorted(probs, reverse=True)
 
 
 def test_a_near_unanswerable_question_is_refused_with_related_quotes(real_service):
     r = real_service.ask("How many of the 600 repatriated refugees were later released?")
     assert r.no_answer and r.answers == ()
     assert r.closest and all(q.label == "related, not an answer" for q in r.closest)
-    assert r.confidence < real_service.answer_calibration().threshold
+    assert r.confidence == pytest.approx(r.closest[0].probability)  # the best quote's own probability
 
 
 def test_serve_refuses_a_bad_or_busy_port_in_one_line(tmp_path):
