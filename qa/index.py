@@ -169,6 +169,11 @@ def current_generation(index_dir: Path) -> Path | None:
     return gen
 
 
+def _ends_with(name: str) -> str:
+    """A LIKE pattern for paths ending in "/name", the name's own % and _ taken literally."""
+    return "%/" + name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 def built_with(index_dir: Path) -> str | None:
     """The embedding model of the live generation (its manifest), or None without one."""
     gen = current_generation(index_dir)
@@ -383,9 +388,8 @@ class Index:
 
     def paths_named(self, selector: str) -> list[str]:
         """The indexed paths a path or file name names (not every copy of the same text)."""
-        like = selector.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         rows = self.db().execute("SELECT path FROM paths WHERE path=? OR path LIKE ? ESCAPE '\\'",
-                                 (selector, "%/" + like)).fetchall()
+                                 (selector, _ends_with(selector))).fetchall()
         return sorted(r[0] for r in rows)
 
     def doc_ids_for(self, selectors: Iterable[str]) -> set[str]:
@@ -393,8 +397,8 @@ class Index:
         out: set[str] = set()
         for sel in selectors:
             rows = self.db().execute(
-                "SELECT doc_id FROM paths WHERE doc_id=? OR path=? OR path LIKE ?",
-                (sel, sel, "%/" + sel),
+                "SELECT doc_id FROM paths WHERE doc_id=? OR path=? OR path LIKE ? ESCAPE '\\'",
+                (sel, sel, _ends_with(sel)),
             ).fetchall()
             out.update(r[0] for r in rows)
         return out
