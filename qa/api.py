@@ -14,13 +14,14 @@ import time
 import unicodedata
 from dataclasses import replace
 from pathlib import Path
+from typing import Sequence
 
-from . import answering, index as index_mod, retrieval
+from . import answering, conversation, index as index_mod, retrieval
 from .config import DEFAULT_CORPUS, DEFAULT_INDEX, MAX_QUESTION_CHARS, REPO_ROOT, AskSettings, IndexSettings
 from .embeddings import Encoder, OnnxEncoder, ensure_onnx_export, load_encoder
 from .errors import BadQuestion, IndexMissing, ModelMismatch
 from .retrieval import Filter
-from .types import AskResult, Passage
+from .types import AskResult, FollowUp, Passage, Turn
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
@@ -157,31 +158,56 @@ class Verbatim:
 
     # -- asking
 
-    def ask(self, question: str, top: int = 3, mode: str = "hybrid", flt: Filter = Filter()) -> AskResult:
-        """Quotes answering ``question`` (or ``no_answer`` with the closest passages)."""
-        return self.ask_with_passages(question, AskSettings(top=top, mode=mode), flt)[0]
+    def ask(self, question: str, top: int = 3, mode: str = "hybrid", flt: Filter = Filter(),
+            history: Sequence[Turn] = ()) -> AskResult:
+        """Quotes answering ``question`` (or ``no_answer`` with the closest passages); with
+        ``history`` (the conversation's earlier turns, oldest first), a follow-up question is
+        read with what they supply (``conversation.py``)."""
+        return self.ask_with_passages(question, AskSettings(top=top, mode=mode), flt, history=history)[0]
 
     def ask_with_passages(
         self, question: str, cfg: AskSettings = AskSettings(), flt: Filter = Filter(), retrieve: int = 0,
+        history: Sequence[Turn] = (),
     ) -> tuple[AskResult, list[Passage]]:
         """``ask`` with explicit settings, also returning the ranked passages (at least
         ``retrieve`` of them). Only the first ``cfg.passages`` are read by the answerer;
         the rest are there for retrieval metrics.
         """
         q = clean_question(question)
+        earlier = conversation.earlier_turn(tuple(history))
+        cue = conversation.follow_up_cue(q) if earlier is not None else None
+        if cue is not None:
+            read_as = conversation.read_with(q, earlier)
+            result, passages = self._read(q, read_as, cfg, flt, retrieve)
+            return replace(result, follow_up=FollowUp(earlier.question, read_as, cue)), passages
+        result, passages = self._read(q, q, cfg, flt, retrieve)
+        if earlier is not None and result.no_answer:
+            # refused alone: read once more with the conversation, kept only if it then answers
+            read_as = conversation.read_with(q, earlier)
+            if read_as != q:
+                again, more = self._read(q, read_as, cfg, flt, retrieve)
+                if not again.no_answer:
+                    timings = {k: v + result.timings_ms.get(k, 0.0) for k, v in again.timings_ms.items()}
+                    return replace(again, timings_ms=timings,
+                                   follow_up=FollowUp(earlier.question, read_as, "refused alone")), more
+        return result, passages
+
+    def _read(self, q: str, read_as: str, cfg: AskSettings, flt: Filter, retrieve: int
+              ) -> tuple[AskResult, list[Passage]]:
+        """Retrieve and answer ``read_as`` (the question ``q``, alone or with its context)."""
         t0 = time.perf_counter()
         idx = self.index()
-        qvec = self.query_encoder.encode_queries([q])[0]
+        qvec = self.query_encoder.encode_queries([read_as])[0]
         t1 = time.perf_counter()
         reader = self.reader if cfg.reader else None
         cal = self.answer_calibration(reader is not None)
         passages = retrieval.retrieve(
-            idx, q, qvec, top=max(cfg.passages, retrieve), candidates=max(cfg.candidates, retrieve),
+            idx, read_as, qvec, top=max(cfg.passages, retrieve), candidates=max(cfg.candidates, retrieve),
             mode=cfg.mode, rrf_k=cfg.rrf_k, flt=flt, weights=cal.fusion_weights,
         )
         t2 = time.perf_counter()
         read = passages[: cfg.passages]
-        cands = answering.candidates(idx, q, qvec, read, cal, reader)
+        cands = answering.candidates(idx, read_as, qvec, read, cal, reader)
         sources = {p.doc_id: p.source for p in read}
         quotes = answering.build_quotes(idx, cands, cfg.top, sources)
         confidence = answering.confidence(cands, cal)

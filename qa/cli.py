@@ -60,12 +60,10 @@ def _cite(src: dict) -> str:
     return _line(" · ".join(b for b in bits if b))
 
 
-def cmd_ask(args) -> int:
-    from .answering import percent
-    from .api import clean_question
+def _ready(args):
+    """The service with its index built if needed, and the filter the options ask for."""
     from .retrieval import Filter
 
-    clean_question(args.question)  # fail fast, before loading any model
     v = _service(args)
     built = v.ensure_index(log=_err)
     if built is not None:
@@ -74,16 +72,34 @@ def cmd_ask(args) -> int:
         doc_ids=frozenset(d for sel in args.source for d in _matching_docs(v.index(), sel)) if args.source else None,
         date_from=args.date_from or "", date_to=args.date_to or "",
     )
+    return v, flt
+
+
+def cmd_ask(args) -> int:
+    from .api import clean_question
+
+    clean_question(args.question)  # fail fast, before loading any model
+    v, flt = _ready(args)
     res = v.ask(args.question, top=args.top, mode=args.mode, flt=flt)
-    out = res.to_dict()
     if args.json:
-        print(json.dumps(out, ensure_ascii=False, indent=2))
+        print(json.dumps(res.to_dict(), ensure_ascii=False, indent=2))
         return 0
-    tty = sys.stdout.isatty()
-    if res.no_answer:
+    _print_answer(res.to_dict(), sys.stdout.isatty())
+    return 0
+
+
+def _print_answer(out: dict, tty: bool) -> None:
+    """An answer (``AskResult.to_dict()``) as text: quotes with their sources, or the refusal
+    and the closest passages."""
+    from .answering import percent
+
+    if out["follow_up"]:
+        print(f"(read with your earlier question: {_line(out['follow_up']['earlier_question'])})")
+    if out["no_answer"]:
         print("No answer in the sources.")
     groups = [("", out["answers"]),
-              ("\nClosest passages (not answers):" if res.no_answer else "\nRelated (not answers):", out["closest"])]
+              ("\nClosest passages (not answers):" if out["no_answer"] else "\nRelated (not answers):",
+               out["closest"])]
     n = 0
     for heading, shown in groups:
         if shown and heading:
@@ -100,6 +116,53 @@ def cmd_ask(args) -> int:
                   + (f" ({percent(a['probability'])})" if a.get("probability") is not None else f"  score {a['score']:.2f}"))
             for other in a["also_in"]:
                 print(f"     also in: {_cite(other['source'])} ({_line(other['source']['path'])})")
+
+
+NEW_TOPIC = ("/new", "/new topic", "new topic")
+
+
+def cmd_chat(args) -> int:
+    """A terminal chat: follow-up questions are read with the earlier turns. From a terminal, a
+    prompt; otherwise one question per line of standard input (``--json``: one JSON object per
+    line out, the ``qa ask --json`` shape with ``follow_up``, the context used)."""
+    from .errors import BadQuestion
+
+    interactive = sys.stdin.isatty()
+    v, flt = _ready(args)
+    v.index()
+    v.query_encoder  # loaded before the first question
+    if interactive and not args.json:
+        print("Verbatim chat: answers are quotes from the sources. Follow-up questions are read with "
+              "the earlier ones; type /new for a new topic, Ctrl-D to leave.")
+    history = []
+    while True:
+        try:
+            line = input("\nyou> " if interactive and not args.json else "")
+        except EOFError:
+            break
+        question = line.strip()
+        if not question:
+            continue
+        if question.lower() in NEW_TOPIC:
+            history.clear()
+            print(json.dumps({"new_topic": True}) if args.json else "(new topic: earlier questions are set aside)",
+                  flush=True)
+            continue
+        try:
+            res = v.ask(question, top=args.top, mode=args.mode, flt=flt, history=history)
+        except BadQuestion as err:
+            if args.json:
+                print(json.dumps({"question": _line(question[:200]), "error": str(err)}, ensure_ascii=False),
+                      flush=True)
+            else:
+                _err(str(err))
+            continue
+        history.append(res.turn())
+        if args.json:
+            print(json.dumps(res.to_dict(), ensure_ascii=False), flush=True)
+        else:
+            _print_answer(res.to_dict(), sys.stdout.isatty())
+            sys.stdout.flush()
     return 0
 
 
@@ -230,6 +293,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--date-from", help="only documents dated on/after YYYY[-MM[-DD]]")
     s.add_argument("--date-to", help="only documents dated on/before YYYY[-MM[-DD]]")
     s.set_defaults(func=cmd_ask)
+
+    s = command("chat", help="a chat in the terminal: follow-up questions use the earlier ones "
+                "(reads one question per line when standard input is not a terminal)")
+    s.add_argument("--top", type=int, default=3, help="number of quotes (default 3)")
+    s.add_argument("--json", action="store_true",
+                   help="print one JSON object per question (the qa ask --json shape)")
+    s.add_argument("--mode", choices=["hybrid", "dense", "bm25"], default="hybrid")
+    s.add_argument("--source", action="append", help="restrict to a document (id or path); repeatable")
+    s.add_argument("--date-from", help="only documents dated on/after YYYY[-MM[-DD]]")
+    s.add_argument("--date-to", help="only documents dated on/before YYYY[-MM[-DD]]")
+    s.set_defaults(func=cmd_chat)
 
     s = command("sources", help="list indexed documents")
     s.add_argument("--json", action="store_true")

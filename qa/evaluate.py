@@ -23,7 +23,7 @@ import sys
 import time
 import unicodedata
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from .config import REPO_ROOT, AskSettings
@@ -194,6 +194,11 @@ class Prediction:
     paragraph_rank: int | None = None  # rank of the first passage from the question's own source file
     # (probability, holds a gold answer) of each quote returned, answers and related ones
     quote_probs: list = field(default_factory=list)
+    # dialogues: which one and which turn, and how earlier turns were used (None: read alone)
+    dialogue: str | None = None
+    turn: int | None = None
+    read_as: str | None = None
+    cue: str | None = None
 
 
 def _matches_source(source, gold: str | None) -> bool:
@@ -215,39 +220,159 @@ def run_questions(service, questions: list[EvalQuestion], mode: str = "hybrid",
         except BadQuestion:
             continue  # an invalid question in the file: skipped, like a user's would be refused
         ms = (time.perf_counter() - t) * 1e3
-        rank = own = None
-        for i, p in enumerate(passages[: max(K_VALUES)], 1):
-            mine = _matches_source(p.source, q.source)
-            if rank is None and ((q.answers and contains_answer(p.text, q.answers)) or mine):
-                rank = i
-            if mine:
-                own = i
-                break
-        shown = list(res.answers)
-        best = (res.answers or res.closest or (None,))[0]
-        top1 = shown[0] if shown else None
-        ans = top1.answer if top1 is not None else None
-        em = max((exact_match(ans, g) for g in q.answers), default=0.0) if ans else 0.0
-        f1 = max((f1_score(ans, g) for g in q.answers), default=0.0) if ans else 0.0
-        preds.append(Prediction(
-            id=q.id, question=q.question, answerable=q.answerable, no_answer=res.no_answer,
-            quote=top1.text if top1 else None, answer=ans,
-            path=top1.source.path if top1 else None,
-            start=top1.start if top1 else None, end=top1.end if top1 else None,
-            score=best.score if best is not None else None, latency_ms=ms, retrieval_rank=rank,
-            paragraph_rank=own if q.source else None,
-            top1_correct=bool(top1 and q.answers and contains_answer(top1.text, q.answers)),
-            top3_correct=bool(q.answers and any(contains_answer(x.text, q.answers) for x in shown)),
-            best_contains=bool(best is not None and q.answers and contains_answer(best.text, q.answers)),
-            em=em, f1=f1,
-            source_correct=(_matches_source(top1.source, q.source) if top1 else False) if q.source else None,
-            no_answer_correct=res.no_answer == (not q.answerable),
-            expected=q.answers, mode=mode, margin=best.reader_margin if best is not None else None,
-            confidence=res.confidence, kind=q.kind,
-            quote_probs=[(x.probability, bool(q.answers and contains_answer(x.text, q.answers)))
-                         for x in (*res.answers, *res.closest) if x.probability is not None],
-        ))
+        preds.append(predict(q, res, passages, ms, mode))
     return preds
+
+
+def predict(q: EvalQuestion, res, passages: list, ms: float, mode: str = "hybrid") -> Prediction:
+    """How one answer (``AskResult`` and its ranked passages) did on question ``q``."""
+    rank = own = None
+    for i, p in enumerate(passages[: max(K_VALUES)], 1):
+        mine = _matches_source(p.source, q.source)
+        if rank is None and ((q.answers and contains_answer(p.text, q.answers)) or mine):
+            rank = i
+        if mine:
+            own = i
+            break
+    shown = list(res.answers)
+    best = (res.answers or res.closest or (None,))[0]
+    top1 = shown[0] if shown else None
+    ans = top1.answer if top1 is not None else None
+    em = max((exact_match(ans, g) for g in q.answers), default=0.0) if ans else 0.0
+    f1 = max((f1_score(ans, g) for g in q.answers), default=0.0) if ans else 0.0
+    return Prediction(
+        id=q.id, question=q.question, answerable=q.answerable, no_answer=res.no_answer,
+        quote=top1.text if top1 else None, answer=ans,
+        path=top1.source.path if top1 else None,
+        start=top1.start if top1 else None, end=top1.end if top1 else None,
+        score=best.score if best is not None else None, latency_ms=ms, retrieval_rank=rank,
+        paragraph_rank=own if q.source else None,
+        top1_correct=bool(top1 and q.answers and contains_answer(top1.text, q.answers)),
+        top3_correct=bool(q.answers and any(contains_answer(x.text, q.answers) for x in shown)),
+        best_contains=bool(best is not None and q.answers and contains_answer(best.text, q.answers)),
+        em=em, f1=f1,
+        source_correct=(_matches_source(top1.source, q.source) if top1 else False) if q.source else None,
+        no_answer_correct=res.no_answer == (not q.answerable),
+        expected=q.answers, mode=mode, margin=best.reader_margin if best is not None else None,
+        confidence=res.confidence, kind=q.kind,
+        quote_probs=[(x.probability, bool(q.answers and contains_answer(x.text, q.answers)))
+                     for x in (*res.answers, *res.closest) if x.probability is not None],
+        read_as=res.follow_up.read_as if res.follow_up is not None else None,
+        cue=res.follow_up.cue if res.follow_up is not None else None,
+    )
+
+
+# --------------------------------------------------------------------------- dialogues
+
+# the kinds of a dialogue set's rows (``run_dialogues``)
+FIRST, FOLLOW, LATER, FULL, ALONE = ("first turn", "follow-up", "later turn, stands alone",
+                                     "follow-up written in full", "follow-up asked alone")
+
+
+@dataclass
+class DialogueTurn:
+    question: EvalQuestion
+    follow_up: bool
+    full: str | None  # a follow-up written out in full (asked alone, to compare)
+
+
+def is_dialogue_file(path: Path) -> bool:
+    """A JSONL file of dialogues: its first line is an object with "turns"."""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            try:
+                return isinstance(json.loads(line), dict) and "turns" in json.loads(line)
+            except ValueError:
+                return False
+    return False
+
+
+def load_dialogues(path: Path) -> list[tuple[str, list[DialogueTurn]]]:
+    """``{"id", "turns": [{"question", "answers", "source"?, "follow_up", "full"?}, ...]}`` per
+    line: a conversation, in order; ``follow_up`` marks a turn that leans on earlier ones, and
+    ``full`` is that turn written out so it stands alone."""
+    out = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+            turns = []
+            for t, turn in enumerate(obj["turns"]):
+                answers, full = turn.get("answers", []), turn.get("full")
+                if (not isinstance(turn["question"], str) or not isinstance(answers, list)
+                        or not isinstance(full, (str, type(None)))):
+                    raise TypeError
+                follow = bool(turn.get("follow_up"))
+                kind = FIRST if t == 0 else FOLLOW if follow else LATER
+                q = EvalQuestion(f"{obj.get('id', n)}.{t + 1}", turn["question"], [str(a) for a in answers],
+                                 turn.get("source"), kind)
+                turns.append(DialogueTurn(q, follow, full if follow else None))
+            if not turns:
+                raise ValueError("no turns")
+        except (ValueError, KeyError, TypeError) as err:
+            raise VerbatimError(
+                f"{path}:{n}: expected {{\"id\", \"turns\": [{{\"question\": str, \"answers\": [str, ...], "
+                f"\"follow_up\": bool, \"full\": str?}}, ...]}} ({err or 'bad types'})") from err
+        out.append((str(obj.get("id", n)), turns))
+    return out
+
+
+def run_dialogues(service, dialogues: list[tuple[str, list[DialogueTurn]]], mode: str = "hybrid",
+                  progress: bool = True, reader: bool = True) -> list[Prediction]:
+    """Each dialogue asked turn by turn, each turn with the earlier turns *as Verbatim answered
+    them* (kinds ``FIRST``/``FOLLOW``/``LATER``); then each follow-up asked alone twice, as written
+    (``ALONE``) and written out in full (``FULL``), to compare."""
+    from tqdm import tqdm
+
+    preds = []
+    cfg = AskSettings(top=3, mode=mode, reader=reader)
+
+    def ask(q: EvalQuestion, history, dialogue: str, turn: int):
+        t = time.perf_counter()
+        try:
+            res, passages = service.ask_with_passages(q.question, cfg, retrieve=max(K_VALUES), history=history)
+        except BadQuestion:
+            return None
+        p = predict(q, res, passages, (time.perf_counter() - t) * 1e3, mode)
+        p.dialogue, p.turn = dialogue, turn
+        preds.append(p)
+        return res
+
+    for did, turns in tqdm(dialogues, disable=not progress, desc="dialogues", unit="d", leave=False):
+        history = []
+        for n, t in enumerate(turns, 1):
+            res = ask(t.question, tuple(history), did, n)
+            if res is not None:
+                history.append(res.turn())
+        for n, t in enumerate(turns, 1):
+            if t.follow_up:
+                q = t.question
+                ask(replace(q, id=q.id + "-alone", kind=ALONE), (), did, n)
+                if t.full:
+                    ask(replace(q, id=q.id + "-full", question=t.full, kind=FULL), (), did, n)
+    return preds
+
+
+def dialogue_summary(preds: list[Prediction]) -> dict:
+    """Follow-ups in context against the same questions written in full: top-1 (answerable) and
+    refusal (unanswerable) each way, their ratio, and first turns' top-1."""
+    rows = {k: kind_row([p for p in preds if p.kind == k]) for k in (FIRST, FOLLOW, FULL, ALONE)}
+    ctx, full = rows[FOLLOW]["top1"], rows[FULL]["top1"]
+    return {
+        "first_turn_top1": rows[FIRST]["top1"],
+        "follow_up_top1": ctx, "follow_up_full_top1": full, "follow_up_alone_top1": rows[ALONE]["top1"],
+        "follow_up_top1_ratio": ctx / full if ctx is not None and full else None,
+        "follow_up_refused": rows[FOLLOW]["refused"], "follow_up_full_refused": rows[FULL]["refused"],
+        "follow_up_alone_refused": rows[ALONE]["refused"],
+        "follow_ups_read_with_context": _mean(p.read_as is not None for p in preds if p.kind == FOLLOW),
+        "later_standalone_read_with_context": (_mean(p.read_as is not None for p in preds if p.kind == LATER)
+                                               if any(p.kind == LATER for p in preds) else None),
+    }
+
+
+def dialogue_table(summary: dict) -> str:
+    return "\n".join(["[dialogues]"] + [f"  {k:<36}{_fmt(v):>12}" for k, v in summary.items()])
 
 
 # --------------------------------------------------------------------------- metrics
@@ -479,6 +604,37 @@ def _esc(s) -> str:
     return html.escape(str(s))
 
 
+def _outcome(p: Prediction) -> str:
+    if not p.answerable:
+        return "refused (right)" if p.no_answer else "answered (should refuse)"
+    return "right" if p.top1_correct else "refused" if p.no_answer else "wrong quote"
+
+
+def dialogue_section(columns: dict[str, dict], preds: list[Prediction]) -> str:
+    """For a dialogue set: the summary, then every dialogue's turns as asked in it (how each
+    was read, the first quote, the outcome), with each follow-up's outcome written in full."""
+    if not any(p.dialogue for p in preds):
+        return ""
+    out = []
+    for n, col in columns.items():
+        rows = "".join(f"<tr><td>{_esc(k)}</td><td>{_fmt(v)}</td></tr>" for k, v in col.get("dialogues", {}).items())
+        out.append(f"<h2>Follow-up questions ({_esc(n)})</h2><table>{rows}</table>")
+    full = {(p.mode, p.dialogue, p.turn): p for p in preds if p.kind == FULL}
+    out.append("<h2>Dialogues, turn by turn</h2><table><tr><th>dialogue</th><th>turn</th><th>kind</th>"
+               "<th>question</th><th>read as</th><th>expected</th><th>first quote</th><th>outcome</th>"
+               "<th>written in full: outcome</th></tr>")
+    for p in preds:
+        if p.kind not in (FIRST, FOLLOW, LATER):
+            continue
+        f = full.get((p.mode, p.dialogue, p.turn))
+        out.append(
+            f"<tr><td>{_esc(p.dialogue)}</td><td>{p.turn}</td><td>{_esc(p.kind)}</td><td>{_esc(p.question)}</td>"
+            f"<td>{_esc(p.read_as or '')}</td><td>{_esc(' | '.join(p.expected) or '(no answer)')}</td>"
+            f"<td>{'(no answer)' if p.no_answer else _esc(p.quote)}</td><td>{_outcome(p)}</td>"
+            f"<td>{_esc(_outcome(f)) if f else ''}</td></tr>")
+    return "".join(out) + "</table>"
+
+
 def html_report(name: str, columns: dict[str, dict], preds: list[Prediction], threshold: float) -> str:
     right = [p.confidence for p in preds if p.answerable and p.best_contains and p.confidence is not None]
     wrong = [p.confidence for p in preds if p.answerable and not p.best_contains and p.confidence is not None]
@@ -511,7 +667,7 @@ def html_report(name: str, columns: dict[str, dict], preds: list[Prediction], th
 <style>body{{font:14px sans-serif;margin:2rem}}table{{border-collapse:collapse}}td,th{{border:1px solid #ddd;
 padding:3px 6px;vertical-align:top}}figure{{display:inline-block;margin:1rem}}</style></head><body>
 <h1>Verbatim evaluation: {_esc(name)}</h1><p>{time.strftime('%Y-%m-%d %H:%M')}</p>
-<table><tr><th>metric</th>{head}</tr>{body}</table>{kinds}{scores}{reliab}{latency}
+<table><tr><th>metric</th>{head}</tr>{body}</table>{kinds}{dialogue_section(columns, preds)}{scores}{reliab}{latency}
 <h2>Wrong answers ({wrong_rows.count('<tr>')})</h2>
 <table><tr><th>id</th><th>kind</th><th>question</th><th>expected</th><th>top quote</th><th>span</th><th>source</th><th>score</th></tr>
 {wrong_rows}</table></body></html>"""
@@ -695,10 +851,15 @@ def cmd_eval(args) -> int:
         except ValueError as e:
             raise VerbatimError(str(e)) from None
     build = None
+    dialogues = None
     if path.suffix == ".jsonl":
         if args.squad_corpus:
             raise VerbatimError("--squad-corpus needs a SQuAD .json file")
-        questions = load_jsonl(path)
+        if is_dialogue_file(path):
+            dialogues = sample(load_dialogues(path), args.limit, args.seed)
+            questions = [t.question for _, turns in dialogues for t in turns]
+        else:
+            questions = load_jsonl(path)
         service = Verbatim(Path(args.corpus), Path(args.index), settings=_settings(args), calibration=cal)
         t = time.perf_counter()
         if service.ensure_index(log=_log) is not None:
@@ -710,7 +871,8 @@ def cmd_eval(args) -> int:
             questions = load_squad(path, None)
             service = Verbatim(Path(args.corpus), Path(args.index), settings=_settings(args), calibration=cal)
             service.ensure_index(log=_log)
-    questions = sample(questions, args.limit, args.seed)
+    if dialogues is None:
+        questions = sample(questions, args.limit, args.seed)
     if not questions:
         raise VerbatimError(f"{path} holds no questions")
     modes = [m.strip() for m in args.compare.split(",")] if args.compare else [args.mode]
@@ -724,15 +886,20 @@ def cmd_eval(args) -> int:
     all_preds: list[Prediction] = []
     t0 = time.perf_counter()
     for mode in modes:
-        preds = run_questions(service, questions, mode, progress=sys.stderr.isatty(),
-                              reader=use_reader)
-        columns[mode] = metrics(preds, build)
+        if dialogues is None:
+            preds = run_questions(service, questions, mode, progress=sys.stderr.isatty(), reader=use_reader)
+            columns[mode] = metrics(preds, build)
+        else:  # the metrics are the turns asked in their dialogue; the comparison rows are by kind
+            preds = run_dialogues(service, dialogues, mode, progress=sys.stderr.isatty(), reader=use_reader)
+            columns[mode] = metrics([p for p in preds if p.kind in (FIRST, FOLLOW, LATER)], build)
+            columns[mode]["dialogues"] = dialogue_summary(preds)
         columns[mode]["by_kind"] = by_kind(preds)
         all_preds += preds
     wall = time.perf_counter() - t0
     cal = service.answer_calibration(use_reader)
     threshold = cal.threshold
-    print(f"{path.name}: {len(questions)} questions, {'reader' if use_reader else 'no reader'}, "
+    print(f"{path.name}: " + (f"{len(dialogues)} dialogues, " if dialogues is not None else "")
+          + f"{len(questions)} questions, {'reader' if use_reader else 'no reader'}, "
           f"threshold {threshold:.3f}" + (" on the quote probability" if cal.quote_model is not None else
                                           " on the no-answer model's logit" if cal.no_answer is not None else "") + ", "
           f"{wall:.1f} s asking" + (f", index built in {build:.1f} s" if build else ""))
@@ -740,6 +907,8 @@ def cmd_eval(args) -> int:
     for mode, col in columns.items():
         if len(col["by_kind"]) > 1:
             print(("" if len(columns) == 1 else f"[{mode}] ") + kind_table(col["by_kind"]))
+        if "dialogues" in col:
+            print(("" if len(columns) == 1 else f"[{mode}] ") + dialogue_table(col["dialogues"]))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(
             {"file": str(path), "threshold": threshold,

@@ -163,6 +163,44 @@ class Quote:
 
 
 @dataclass(frozen=True)
+class Turn:
+    """An earlier turn of a conversation, as a follow-up question can use it."""
+
+    question: str  # as the user typed it
+    read_as: str = ""  # as it was searched and read ("" : as typed)
+    answer: str = ""  # the answer words of the quote that answered it ("" : none, or refused)
+
+    @classmethod
+    def from_dict(cls, d: dict | str) -> "Turn":
+        """A turn from the API: an earlier question, or ``{"question", "read_as"?, "answer"?}``
+        (the ``turn`` an earlier reply returned)."""
+        if isinstance(d, str):
+            return cls(d)
+        if not isinstance(d, dict) or not isinstance(d.get("question"), str):
+            raise TypeError("each earlier turn must be a question, or an object with a \"question\"")
+        read_as, answer = d.get("read_as") or "", d.get("answer") or ""
+        if not isinstance(read_as, str) or not isinstance(answer, str):
+            raise TypeError("an earlier turn's \"read_as\" and \"answer\" must be text")
+        return cls(d["question"], read_as, answer)
+
+    def to_dict(self) -> dict:
+        return {"question": self.question, "read_as": self.read_as, "answer": self.answer}
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    """How earlier turns were used for a question: shown to the user in one line
+    (``conversation.py``)."""
+
+    earlier: str  # the earlier question (as the user typed it)
+    read_as: str  # the question as it was searched and read
+    cue: str  # why: "pronoun", "lead", "short", "other" or "refused alone"
+
+    def to_dict(self) -> dict:
+        return {"earlier_question": self.earlier, "read_as": self.read_as, "cue": self.cue}
+
+
+@dataclass(frozen=True)
 class AskResult:
     question: str
     answers: tuple[Quote, ...]
@@ -173,10 +211,23 @@ class AskResult:
     timings_ms: dict = field(default_factory=dict)
     # the best sentence's confidence, compared with the no-answer threshold (None: nothing retrieved)
     confidence: float | None = None
+    # how earlier turns of the conversation were used (None: the question was read alone)
+    follow_up: FollowUp | None = None
+
+    @property
+    def read_as(self) -> str:
+        return self.follow_up.read_as if self.follow_up is not None else self.question
+
+    def turn(self) -> Turn:
+        """This question and its answer as an earlier turn for the next question."""
+        first = self.answers[0] if self.answers else None
+        return Turn(self.question, self.read_as, (first.answer or "") if first is not None else "")
 
     def to_dict(self) -> dict:
         return {
             "question": self.question,
+            "follow_up": None if self.follow_up is None else self.follow_up.to_dict(),
+            "turn": self.turn().to_dict(),
             "no_answer": self.no_answer,
             "confidence": None if self.confidence is None else round(float(self.confidence), 4),
             "answers": [q.to_dict() for q in self.answers],

@@ -20,7 +20,9 @@ from urllib.parse import quote as urlquote
 from .answering import percent
 from .api import Verbatim
 from .errors import BadQuestion, VerbatimError
+from .config import MAX_QUESTION_CHARS
 from .retrieval import Filter
+from .types import Turn
 
 EXAMPLES = [
     "How many North Korean refugees did China forcibly repatriate in October 2023?",
@@ -129,14 +131,24 @@ def render_quote(a: dict, answer: bool = True) -> str:
     )
 
 
+def context_line(result: dict) -> str:
+    """The one line that says a follow-up was read with an earlier question ("" when not)."""
+    f = result.get("follow_up")
+    if not f:
+        return ""
+    return (f"<div class='vb-context'>Read with your earlier question: "
+            f"<q>{esc(f['earlier_question'])}</q></div>")
+
+
 def render_answer(result: dict) -> str:
     """The assistant's reply for one ``ask`` result (``AskResult.to_dict()``): the answers,
     then any related quotes that are not answers, labelled as such."""
+    out = context_line(result)
     if result["no_answer"]:
-        out = "<div class='vb-none'><b>The sources don't answer this.</b></div>"
+        out += "<div class='vb-none'><b>The sources don't answer this.</b></div>"
         heading = "Closest passages — <i>not answers</i>:"
     else:
-        out = "".join(render_quote(a) for a in result["answers"])
+        out += "".join(render_quote(a) for a in result["answers"])
         heading = "Related — <i>not answers</i>:"
     if result["closest"]:
         out += (
@@ -189,6 +201,7 @@ CSS = """
 .vb-copy{font-size:.8em;margin-left:.5em;padding:0 .5em;border:1px solid #aaa;border-radius:4px;cursor:pointer}
 .vb-closest{opacity:.75}
 .vb-cite-text{display:none}
+.vb-context{font-size:.9em;color:#555;margin:0 0 .4em}
 .vb-closest-label{font-size:.9em;color:#7a4b00;margin:.3em 0}
 .vb-rel{font-weight:600;padding:0 .3em;border-radius:3px}
 .vb-rel-likely{color:#1b5e20;background:#e6f4ea}
@@ -216,6 +229,26 @@ document.addEventListener('click', function (ev) {
   }
 });
 </script>"""
+
+
+MAX_HISTORY = 50  # earlier turns taken from a client (only the last is read)
+
+
+def parse_history(history: object) -> tuple[Turn, ...]:
+    """A client's conversation so far, as ``Turn``s; BadQuestion (one line) when malformed."""
+    if history is None or history == "":
+        return ()
+    if not isinstance(history, (list, tuple)):
+        raise BadQuestion("history must be a list of earlier turns (questions, or the \"turn\" objects "
+                          "earlier replies gave)")
+    try:
+        turns = tuple(Turn.from_dict(t) for t in list(history)[-MAX_HISTORY:])
+    except TypeError as err:
+        raise BadQuestion(str(err)) from None
+    for t in turns:
+        if max(len(t.question), len(t.read_as), len(t.answer)) > 4 * MAX_QUESTION_CHARS:
+            raise BadQuestion("an earlier turn in history is too long")
+    return turns
 
 
 class WebApp:
@@ -287,8 +320,9 @@ class WebApp:
     # -- asking
 
     def ask_json(self, question: str, top: int = 3, sources: list[str] | None = None,
-                 date_from: str = "", date_to: str = "") -> dict:
-        """The API endpoint: same JSON as ``qa ask --json``."""
+                 date_from: str = "", date_to: str = "", history: list | None = None) -> dict:
+        """The API endpoint: same JSON as ``qa ask --json``; ``history``: the conversation's
+        earlier turns, oldest first (questions, or the ``turn`` objects earlier replies gave)."""
         try:
             top = int(top)
         except (TypeError, ValueError):
@@ -298,30 +332,35 @@ class WebApp:
         n_docs = self.service.index().manifest["counts"]["documents"]
         chosen = None if not sources or len(set(sources)) >= n_docs else frozenset(sources)
         flt = Filter(doc_ids=chosen, date_from=(date_from or "").strip(), date_to=(date_to or "").strip())
-        return self.service.ask(question, top=int(top), flt=flt).to_dict()
+        return self.service.ask(question, top=int(top), flt=flt, history=parse_history(history)).to_dict()
 
-    def chat(self, message: str, history: list, sources: list[str], date_from: str, date_to: str):
+    def chat(self, message: str, history: list, sources: list[str], date_from: str, date_to: str,
+             turns: list | None = None):
+        """One chat exchange: yields (chat messages, question box, turns). ``turns``: the
+        conversation's earlier turns (``Turn.to_dict()``), what follow-ups are read with."""
         history = list(history or [])
+        turns = list(turns or [])
         shown = (message or "").strip()
         history.append({"role": "user", "content": esc(shown[:1000] or "(empty)")})
         history.append({"role": "assistant", "content": "<i>Searching the sources…</i>"})
-        yield history, ""
+        yield history, "", turns
         if sources is not None and len(sources) == 0:
             reply = "<b>No sources selected.</b> Tick at least one source in the Sources panel."
         else:
             try:
-                result = self.ask_json(message, 3, sources, date_from, date_to)
+                result = self.ask_json(message, 3, sources, date_from, date_to, history=turns)
                 reply = render_answer(result)
+                turns = (turns + [result["turn"]])[-MAX_HISTORY:]
             except VerbatimError as err:
                 reply = error_reply(err)
             except ValueError as err:
                 reply = f"<b>{esc(str(err))}</b>"
         history[-1] = {"role": "assistant", "content": reply}
-        yield history, ""
+        yield history, "", turns
 
-    def chat_with_status(self, message, history, sources, date_from, date_to):
-        for hist, box in self.chat(message, history, sources, date_from, date_to):
-            yield hist, box, self.status_line()
+    def chat_with_status(self, message, history, sources, date_from, date_to, turns=None):
+        for hist, box, ts in self.chat(message, history, sources, date_from, date_to, turns):
+            yield hist, box, ts, self.status_line()
 
 
 def build_blocks(web: WebApp):
@@ -344,6 +383,8 @@ def build_blocks(web: WebApp):
                     box = gr.Textbox(placeholder="Ask a question about the articles…", show_label=False,
                                      scale=5, elem_id="question", max_length=1000, submit_btn=False)
                     send = gr.Button("Ask", variant="primary", scale=1, elem_id="ask")
+                    new_topic = gr.Button("New topic", variant="secondary", scale=1, elem_id="new-topic")
+                turns = gr.State([])
                 gr.Examples(EXAMPLES, inputs=box, label="Try one of these")
             with gr.Column(scale=2):
                 status = gr.Markdown(elem_id="status")
@@ -379,18 +420,23 @@ def build_blocks(web: WebApp):
                                  [up_msg, picked, status], api_name=False)
 
         demo.load(refresh, outputs=[picked, status], api_name=False)
-        inputs = [box, chat, picked, dfrom, dto]
-        send.click(web.chat_with_status, inputs, [chat, box, status], api_name=False, show_progress="minimal")
-        box.submit(web.chat_with_status, inputs, [chat, box, status], api_name=False, show_progress="minimal")
+        inputs = [box, chat, picked, dfrom, dto, turns]
+        outputs = [chat, box, turns, status]
+        send.click(web.chat_with_status, inputs, outputs, api_name=False, show_progress="minimal")
+        box.submit(web.chat_with_status, inputs, outputs, api_name=False, show_progress="minimal")
+        # a new topic: the conversation so far is no longer read with the next question
+        new_topic.click(lambda: ([], []), None, [chat, turns], api_name=False)
 
-        def ask(question: str, top: int = 3) -> str:
+        def ask(question: str, top: int = 3, history: list | None = None) -> str:
             """Answer with verbatim quotes: the JSON text `qa ask --json` prints.
 
+            `history`: the conversation's earlier turns, oldest first, for a follow-up question
+            (each an earlier question, or the `turn` object an earlier reply returned).
             Returned as text, not an object: gradio_client would otherwise take the
             `source.path` fields for files to download.
             """
             try:
-                return json.dumps(web.ask_json(question, top), ensure_ascii=False, indent=2)
+                return json.dumps(web.ask_json(question, top, history=history), ensure_ascii=False, indent=2)
             except VerbatimError as err:  # the caller's mistake, told to them: no traceback in the log
                 raise gr.Error(str(err), print_exception=False) from err
 

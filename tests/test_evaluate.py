@@ -315,9 +315,11 @@ def test_people_test_half_by_kind(real_service):
 
 
 def test_dialogue_set_shape_for_follow_up_questions():
-    """eval/dialogues.jsonl (written from the articles alone, for follow-up questions): turns
-    that lean on earlier ones carry the question written out in full; answers are article text."""
-    dialogues = [json.loads(line) for line in (REPO / "eval" / "dialogues.jsonl").read_text().splitlines()]
+    """eval/dialogues-{tune,test}.jsonl (written from the articles alone, for follow-up
+    questions; split once by seed 23): turns that lean on earlier ones carry the question written
+    out in full; answers are article text."""
+    dialogues = [json.loads(line) for half in ("tune", "test")
+                 for line in (REPO / "eval" / f"dialogues-{half}.jsonl").read_text().splitlines()]
     assert len(dialogues) >= 40 and len({d["id"] for d in dialogues}) == len(dialogues)
     follow_ups = [t for d in dialogues for t in d["turns"][1:] if t["follow_up"]]
     assert len(follow_ups) >= 40 and sum(not t["answers"] for t in follow_ups) >= 10
