@@ -38,6 +38,7 @@ all any both each few more most other some such no not only own same very just n
 i me my mine we us our ours you your yours he him his she her hers it its they them their theirs
 this that these those one ones kind sort thing things someone something anyone anything many much
 say says said tell told according get got make made let happen happens happened go goes went
+despite regarding via per like within among toward towards upon since until because while though although
 """.split())
 
 # pronouns that point outside the question when nothing in it can be what they point to

@@ -137,7 +137,7 @@ def context_line(result: dict) -> str:
     if not f:
         return ""
     return (f"<div class='vb-context'>Read with your earlier question: "
-            f"<q>{esc(f['earlier_question'])}</q></div>")
+            f"“{esc(f['earlier_question'])}”</div>")
 
 
 def render_answer(result: dict) -> str:

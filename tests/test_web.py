@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from qa.web import error_reply, esc, render_answer, render_document
 
 from .conftest import CORPUS, REPO
+from .test_conversation import FIRST, SECOND, SECOND_ANSWER
 
 ARTIFACTS = REPO / "tests" / "artifacts"
 CHROMIUM = "/usr/bin/chromium"
@@ -143,6 +144,14 @@ def test_gradio_client_ask_returns_cli_json(app_url):
     for bad in (0, 51, -3):  # our message, not Python's
         with pytest.raises(Exception, match="top must be a whole number from 1 to 50"):
             client.predict("Who is Tim Peters?", bad, api_name="/ask")
+    # a follow-up with the conversation so far: the turn an earlier reply gave, or just its question
+    first = json.loads(client.predict(FIRST, 3, api_name="/ask"))
+    for history in ([first["turn"]], [FIRST]):
+        out = json.loads(client.predict(SECOND, 3, history, api_name="/ask"))
+        assert out["follow_up"]["earlier_question"] == FIRST and SECOND_ANSWER in out["answers"][0]["quote"]
+    assert json.loads(client.predict(SECOND, 3, api_name="/ask"))["follow_up"] is None
+    with pytest.raises(Exception, match="each earlier turn must be a question"):
+        client.predict(SECOND, 3, [{"answer": "x"}], api_name="/ask")
 
 
 def test_a_rejected_question_leaves_no_traceback_in_the_server_log(tmp_path):
@@ -255,6 +264,32 @@ def test_browser_question_quote_citation_and_document_view(browser, app_url):
     assert labels and set(labels) == {"related, not an answer"}
     assert "TJWG" in last.locator(".vb-closest").inner_text() and last.locator("mark.vb-ans").count() == 0
     page.screenshot(path=str(ARTIFACTS / "chat-near-unanswerable.png"))
+    ctx.close()
+
+
+@pytest.mark.slow
+def test_browser_follow_up_reads_the_earlier_question_until_a_new_topic(browser, app_url):
+    ctx = browser.new_context(viewport={"width": 1300, "height": 950})
+    page = ctx.new_page()
+    _ask(page, app_url, FIRST)
+    page.wait_for_function("() => document.querySelectorAll('#chat .vb-item').length > 0", timeout=60000)
+    n = page.locator("#chat .vb-item").count()
+    page.fill("#question textarea", SECOND)
+    page.click("#ask")
+    page.wait_for_function(f"() => document.querySelectorAll('#chat .vb-item').length > {n}", timeout=60000)
+    line = page.locator("#chat .vb-context").last
+    assert line.inner_text() == f"Read with your earlier question: “{FIRST}”"
+    reply = line.locator("xpath=..")
+    assert SECOND_ANSWER in reply.locator(".vb-quote").first.inner_text()
+    line.scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "chat-follow-up.png"))
+    # a new topic: the conversation is cleared, and the same question is answered alone
+    page.click("#new-topic")
+    page.wait_for_function("() => document.querySelectorAll('#chat .vb-item').length === 0", timeout=30000)
+    page.fill("#question textarea", SECOND)
+    page.click("#ask")
+    page.wait_for_selector("#chat .vb-none", timeout=60000)
+    assert page.locator("#chat .vb-context").count() == 0
     ctx.close()
 
 
