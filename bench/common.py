@@ -6,8 +6,7 @@ import json
 import statistics
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-SQUAD = REPO.parent / "shared" / "data" / "squad"
+from qa.config import REPO_ROOT as REPO, SQUAD_DIR as SQUAD
 
 
 def pct(values: list[float], p: float) -> float:

@@ -238,15 +238,3 @@ def _inside(path: Path, root: Path) -> bool:
         return True
     except ValueError:
         return False
-
-
-_DEFAULT: Verbatim | None = None
-
-
-def ask(question: str, **kwargs) -> AskResult:
-    """Ask the default corpus/index (building the index if missing)."""
-    global _DEFAULT
-    if _DEFAULT is None:
-        _DEFAULT = Verbatim()
-        _DEFAULT.ensure_index()
-    return _DEFAULT.ask(question, **kwargs)

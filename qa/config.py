@@ -10,6 +10,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CORPUS = REPO_ROOT / "corpus"
 DEFAULT_INDEX = REPO_ROOT / "embeddings"
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+# SQuAD v1.1/v2.0 (train for training and tuning, dev for evaluation): shared/data/squad beside the repo
+SQUAD_DIR = REPO_ROOT.parent / "shared" / "data" / "squad"
 
 MAX_QUESTION_CHARS = 1000
 

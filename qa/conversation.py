@@ -56,7 +56,7 @@ _CLAUSE_VERBS = frozenset("say says said claim claims claimed report reports rep
                           "warn warns find finds found note notes suggest suggests so such".split())
 MIN_OWN_TERMS = 2  # a question with fewer content words than this cannot be searched alone
 MAX_ANSWER_WORDS = 8  # longer answer words are a clause, not an entity to carry forward
-MAX_CONTEXT_WORDS = 16  # words a follow-up is read with (the reader's window is 128 tokens)
+MAX_CONTEXT_WORDS = int(__import__("os").environ.get("CTX_MAX", "16"))  # words a follow-up is read with (the reader's window is 128 tokens)
 
 
 def words(text: str) -> list[str]:
@@ -132,8 +132,27 @@ def context_words(turn: Turn) -> list[str]:
     out = content_words(turn.question)
     if turn.answer and len(words(turn.answer)) <= MAX_ANSWER_WORDS:
         out += content_words(turn.answer)
+    import os
+    if turn.quote and os.environ.get("QENT"):
+        out += [w for e in entities(turn.quote) for w in content_words(e)]
     if turn.read_as:
         out += content_words(turn.read_as)
+    return out
+
+
+_ENTITY = re.compile(r"\b[A-Z][\w’'\-.]*(?:\s(?:of|for|the|on|and)?\s?[A-Z][\w’'\-.]*)*|\b\d[\d,.]*\b")
+
+
+def entities(text: str) -> list[str]:
+    """Names and numbers in a quote ("Transitional Justice Working Group", "600"); a single
+    capitalised word that starts the sentence is not one ("The", "Many")."""
+    out = []
+    for m in _ENTITY.finditer(text):
+        e = m.group().strip(" .")
+        if m.start() == 0 or text[:m.start()].rstrip()[-1:] in ".“\"'‘(":
+            if " " not in e:
+                continue
+        out.append(e)
     return out
 
 

@@ -11,12 +11,15 @@ Metadata, in order of precedence:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
+import logging
 import os
 import re
 import stat
+import warnings
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -372,18 +375,23 @@ def _load_html(data: bytes, rel: str, sidecar: dict) -> Document:
 
 
 def _load_pdf(data: bytes, rel: str, sidecar: dict) -> Document:
-    """Text of every page (pypdf), pages separated by a blank line; page starts kept."""
+    """Text of every page (pypdf), pages separated by a blank line; page starts kept. What pypdf
+    says about a damaged file becomes the document's warning, with its path."""
     import io
 
     import pypdf
 
-    try:
-        reader = pypdf.PdfReader(io.BytesIO(data))
-        texts = [(page.extract_text() or "").replace("\r\n", "\n").replace("\r", "\n")
-                 for page in reader.pages]
-        info = reader.metadata or {}
-    except Exception as err:  # pypdf raises PdfReadError and plain errors on corrupt files
-        raise BadDocument(f"{rel}: not a readable PDF ({type(err).__name__}); skipped") from err
+    with _pypdf_messages() as said:
+        try:
+            reader = pypdf.PdfReader(io.BytesIO(data))
+            texts = [(page.extract_text() or "").replace("\r\n", "\n").replace("\r", "\n")
+                     for page in reader.pages]
+            info = reader.metadata or {}
+            title = getattr(info, "title", None) if info else None
+            author = getattr(info, "author", None) if info else None
+            created = getattr(info, "creation_date", None) if info else None
+        except Exception as err:  # pypdf raises PdfReadError and plain errors on corrupt files
+            raise BadDocument(f"{rel}: not a readable PDF ({type(err).__name__}); skipped") from err
     starts, parts, pos = [], [], 0
     for t in texts:
         starts.append(pos)
@@ -393,17 +401,38 @@ def _load_pdf(data: bytes, rel: str, sidecar: dict) -> Document:
     if not text.strip():
         raise BadDocument(f"{rel}: the PDF has no extractable text (scanned images?); skipped")
     meta = {}
-    title = getattr(info, "title", None) if info else None
-    author = getattr(info, "author", None) if info else None
     if title:
         meta["title"] = str(title)
     if author:
         meta["authors"] = [str(author)]
-    created = getattr(info, "creation_date", None) if info else None
     if created is not None:
         meta["date"] = created.date().isoformat()
-    return parse_text(text, rel, {**meta, **sidecar}, pages=tuple(starts))
+    notes = [f"{rel}: the PDF is damaged; its text may be incomplete (pypdf: {m})" for m in said[:3]]
+    return parse_text(text, rel, {**meta, **sidecar}, notes, pages=tuple(starts))
 
+
+@contextlib.contextmanager
+def _pypdf_messages():
+    """pypdf's warnings (its logger and ``warnings.warn``) collected, not printed: they name no
+    file, so the caller reports them with the path."""
+    said: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            said.append(record.getMessage())
+
+    log = logging.getLogger("pypdf")
+    handler, propagate = Collect(logging.WARNING), log.propagate
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield said
+        said.extend(str(w.message) for w in caught)
+    finally:
+        log.removeHandler(handler)
+        log.propagate = propagate
 
 def _load_jsonl(data: bytes, rel: str) -> list[Document]:
     """One article per line: {"text", "title"?, "url"?, "date"?, "publisher"?, "authors"?}.

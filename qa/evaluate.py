@@ -26,12 +26,11 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from .config import REPO_ROOT, AskSettings
+from .config import REPO_ROOT, SQUAD_DIR, AskSettings
 from .errors import BadQuestion, VerbatimError
 
 K_VALUES = (1, 5, 10, 20)
 SHIPPED_SET = REPO_ROOT / "eval" / "shipped.jsonl"
-SQUAD_DIR = REPO_ROOT.parent / "shared" / "data" / "squad"
 CACHE = Path(os.environ.get("VERBATIM_CACHE", REPO_ROOT / ".cache")) / "eval"
 
 

@@ -183,10 +183,6 @@ def built_with(index_dir: Path) -> str | None:
         return None
 
 
-def index_exists(index_dir: Path) -> bool:
-    return current_generation(index_dir) is not None
-
-
 def index_is_current(index_dir: Path) -> bool:
     """An index exists and was written with this version's schema."""
     gen = current_generation(index_dir)
@@ -243,10 +239,6 @@ class Index:
     def dense_choice(self) -> "DenseChoice":
         """Parsed once per loaded generation (retrieval reads it on every question)."""
         return DenseChoice.from_manifest(self.manifest)
-
-    @property
-    def settings(self) -> IndexSettings:
-        return IndexSettings(**self.manifest["settings"])
 
     def db(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)

@@ -227,8 +227,6 @@ def retrieve(
     sources = index.sources(r[0] for r in rows.values())
     out = []
     for cid in best:
-        if cid not in rows:
-            continue
         doc_id, start, end, first, last = rows[cid]
         text = index.document_text(doc_id)[start:end]
         out.append(

@@ -46,7 +46,10 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_TRAIN = ROOT.parent / "shared" / "data" / "squad" / "train-v1.1.json"
+sys.path.insert(0, str(ROOT))
+from qa.config import SQUAD_DIR  # noqa: E402
+
+DEFAULT_TRAIN = SQUAD_DIR / "train-v1.1.json"
 
 
 def sha256(path: Path) -> str:

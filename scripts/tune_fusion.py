@@ -33,10 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from qa import Verbatim, retrieval  # noqa: E402
 from qa.answering import CALIBRATION_FILE, Calibration  # noqa: E402
-from qa.config import REPO_ROOT, AskSettings  # noqa: E402
+from qa.config import REPO_ROOT, SQUAD_DIR, AskSettings  # noqa: E402
 from qa.evaluate import sample, squad_service  # noqa: E402
 
-TRAIN = REPO_ROOT.parent / "shared" / "data" / "squad" / "train-v1.1.json"
+TRAIN = SQUAD_DIR / "train-v1.1.json"
 STEP = 0.05
 # dense, BM25, sentence weights summing to 1 (BM25 at least 0.05: the only exact-word signal)
 GRID = [(round(d * STEP, 2), round(1 - (d + s) * STEP, 2), round(s * STEP, 2))

@@ -42,11 +42,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from qa import Verbatim, answering, retrieval  # noqa: E402
 from qa.answering import CALIBRATION_FILE, Calibration  # noqa: E402
-from qa.config import REPO_ROOT  # noqa: E402
+from qa.config import REPO_ROOT, SQUAD_DIR  # noqa: E402
 from qa.evaluate import contains_answer, file_hash  # noqa: E402
 from qa.reader import MODEL_DIR as READER_DIR  # noqa: E402
 
-TRAIN = REPO_ROOT.parent / "shared" / "data" / "squad" / "train-v1.1.json"
+TRAIN = SQUAD_DIR / "train-v1.1.json"
 
 
 def main() -> None:

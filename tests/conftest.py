@@ -10,13 +10,15 @@ from pathlib import Path
 
 import pytest
 
+from qa.config import SQUAD_DIR
+
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO / "corpus"
 SEED = REPO.parent / "shared" / "seed-articles"
-SQUAD = REPO.parent / "shared" / "data" / "squad"
+SQUAD = SQUAD_DIR
 
 _real_connect = socket.socket.connect
 

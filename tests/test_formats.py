@@ -168,3 +168,18 @@ def test_bad_front_matter_is_a_clear_error(tmp_path):
     f.write_text("---\ntitle: [unclosed\n---\nBody text here.\n")
     with pytest.raises(BadDocument, match="front matter is not valid YAML"):
         corpus.load_file(f, tmp_path)
+
+
+def test_a_damaged_pdf_is_indexed_with_pypdfs_complaint_named_by_file(svc, capfd):
+    """pypdf's own warnings ("incorrect startxref pointer") name no file: they come back as the
+    document's warning, with its path, and nothing is printed unprefixed."""
+    import re
+
+    pdf = make_pdf([["Guards detained 37 people near Dandong in the winter."]])
+    (svc.corpus_dir / "damaged.pdf").write_bytes(re.sub(rb"startxref\s+\d+", b"startxref\n99", pdf))
+    r = svc.sync()
+    assert r.added == ["corpus/damaged.pdf"]
+    assert any(w.startswith("corpus/damaged.pdf: the PDF is damaged") and "startxref" in w for w in r.warnings)
+    out, err = capfd.readouterr()
+    assert "startxref" not in out + err
+    assert "37 people" in svc.ask("How many people did guards detain near Dandong?").answers[0].text
