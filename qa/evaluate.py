@@ -799,7 +799,9 @@ def add_eval_parser(command) -> None:
     s.add_argument("--mode", choices=["hybrid", "dense", "bm25"], default="hybrid")
     s.add_argument("--compare", help="comma-separated retrieval modes to run side by side, "
                    "e.g. bm25,dense,hybrid")
-    s.add_argument("--json", dest="json_out", help="write all metrics to this JSON file")
+    s.add_argument("--json", action="store_true",
+                   help="print all metrics as JSON (instead of the tables)")
+    s.add_argument("--metrics", metavar="FILE", help="write all metrics as JSON to FILE")
     s.add_argument("--predictions", help="write one JSON object per question to this JSONL file")
     s.add_argument("--report", help="write an HTML report (metrics, score and latency plots, wrong answers)")
     s.add_argument("--calibrate", action="store_true",
@@ -897,6 +899,35 @@ def cmd_eval(args) -> int:
     wall = time.perf_counter() - t0
     cal = service.answer_calibration(use_reader)
     threshold = cal.threshold
+    result = {"file": str(path), "threshold": threshold,
+              "no_answer_model": cal.no_answer is not None and cal.quote_model is None,
+              "quote_model": cal.quote_model is not None, "reader": use_reader,
+              "modes": columns, "wall_seconds": wall}
+    _write_or_print(result, args)
+    if not args.json:
+        print_tables(path, dialogues, questions, use_reader, cal, wall, build, columns)
+    if args.predictions:
+        with open(args.predictions, "w", encoding="utf-8") as fh:
+            for p in all_preds:
+                fh.write(json.dumps(asdict(p), ensure_ascii=False) + "\n")
+    if args.report:
+        Path(args.report).write_text(html_report(path.name, columns, all_preds, threshold),
+                                     encoding="utf-8")
+    return 0
+
+
+def _write_or_print(result: dict, args) -> None:
+    """The metrics as JSON: to ``--metrics FILE``, and on standard output with ``--json``."""
+    text = json.dumps(result, indent=2, ensure_ascii=False)
+    if args.metrics:
+        Path(args.metrics).write_text(text, encoding="utf-8")
+    if args.json:
+        print(text)
+
+
+def print_tables(path: Path, dialogues, questions, use_reader: bool, cal, wall: float, build,
+                 columns: dict[str, dict]) -> None:
+    threshold = cal.threshold
     print(f"{path.name}: " + (f"{len(dialogues)} dialogues, " if dialogues is not None else "")
           + f"{len(questions)} questions, {'reader' if use_reader else 'no reader'}, "
           f"threshold {threshold:.3f}" + (" on the quote probability" if cal.quote_model is not None else
@@ -908,21 +939,6 @@ def cmd_eval(args) -> int:
             print(("" if len(columns) == 1 else f"[{mode}] ") + kind_table(col["by_kind"]))
         if "dialogues" in col:
             print(("" if len(columns) == 1 else f"[{mode}] ") + dialogue_table(col["dialogues"]))
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(
-            {"file": str(path), "threshold": threshold,
-             "no_answer_model": cal.no_answer is not None and cal.quote_model is None,
-             "quote_model": cal.quote_model is not None, "reader": use_reader,
-             "modes": columns,
-             "wall_seconds": wall}, indent=2))
-    if args.predictions:
-        with open(args.predictions, "w", encoding="utf-8") as fh:
-            for p in all_preds:
-                fh.write(json.dumps(asdict(p), ensure_ascii=False) + "\n")
-    if args.report:
-        Path(args.report).write_text(html_report(path.name, columns, all_preds, threshold),
-                                     encoding="utf-8")
-    return 0
 
 
 def reader_gold(path: Path, limit: int | None, seed: int, progress: bool = False) -> dict:
@@ -964,10 +980,10 @@ def _cmd_reader_gold(path: Path, args) -> int:
     if path.suffix != ".json":
         raise VerbatimError("--reader-gold needs a SQuAD .json file")
     r = reader_gold(path, args.limit, args.seed, progress=sys.stderr.isatty())
-    print(f"{path.name}: reader on the gold paragraph, {r['questions']} questions: EM {r['exact_match']:.1f}, "
-          f"F1 {r['f1']:.1f}; {r['latency_p50_ms']:.0f} ms per question (p50); model {r['model_mb']} MB")
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps({"file": str(path), "reader_gold": r}, indent=2))
+    if not args.json:
+        print(f"{path.name}: reader on the gold paragraph, {r['questions']} questions: EM {r['exact_match']:.1f}, "
+              f"F1 {r['f1']:.1f}; {r['latency_p50_ms']:.0f} ms per question (p50); model {r['model_mb']} MB")
+    _write_or_print({"file": str(path), "reader_gold": r}, args)
     return 0
 
 

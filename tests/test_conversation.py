@@ -162,7 +162,7 @@ def test_qa_chat_reads_one_question_per_line_and_prints_json_per_turn(real_servi
 
 
 @pytest.mark.slow
-def test_qa_eval_on_a_dialogue_set_reports_follow_ups_against_full_questions(real_service, tmp_path):
+def test_qa_eval_on_a_dialogue_set_reports_follow_ups_against_full_questions(real_service, tmp_path, capsys):
     from qa.cli import main
 
     dialogues = tmp_path / "dialogues.jsonl"
@@ -176,8 +176,10 @@ def test_qa_eval_on_a_dialogue_set_reports_follow_ups_against_full_questions(rea
     ]}) + "\n")
     out, report = tmp_path / "m.json", tmp_path / "r.html"
     assert main(["--corpus", str(CORPUS), "--index", str(real_service.index_dir), "eval", str(dialogues),
-                 "--json", str(out), "--report", str(report)]) == 0
-    col = json.loads(out.read_text())["modes"]["hybrid"]
+                 "--json", "--metrics", str(out), "--report", str(report)]) == 0
+    printed = json.loads(capsys.readouterr().out)  # --json: the metrics on standard output, no tables
+    assert printed == json.loads(out.read_text())
+    col = printed["modes"]["hybrid"]
     d = col["dialogues"]
     assert d["first_turn_top1"] == 1.0 and d["follow_up_top1"] == 1.0 and d["follow_up_alone_top1"] == 0.0
     assert d["follow_up_refused"] == 1.0

@@ -111,7 +111,7 @@ def test_squad_open_corpus_eval_end_to_end(small_squad, tmp_path):
     preds = tmp_path / "p.jsonl"
     report = tmp_path / "r.html"
     p = subprocess.run([QA, "eval", str(small_squad), "--squad-corpus", "--compare", "bm25,hybrid",
-                        "--json", str(out), "--predictions", str(preds), "--report", str(report)],
+                        "--metrics", str(out), "--predictions", str(preds), "--report", str(report)],
                        capture_output=True, text=True, env=env, timeout=300)
     assert p.returncode == 0, p.stderr
     assert "hit@10" in p.stdout and "bm25" in p.stdout
