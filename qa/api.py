@@ -187,8 +187,7 @@ class Verbatim:
             if read_as != q:
                 again, more = self._read(q, read_as, cfg, flt, retrieve)
                 if not again.no_answer:
-                    timings = {k: v + result.timings_ms.get(k, 0.0) for k, v in again.timings_ms.items()}
-                    return replace(again, timings_ms=timings,
+                    return replace(again, timings_ms=_sum(again.timings_ms, result.timings_ms),
                                    follow_up=FollowUp(earlier.question, read_as, "refused alone")), more
         return result, passages
 
@@ -230,6 +229,11 @@ class Verbatim:
                                 label=answering.label(x.probability, cal, answer=False)) for x in quotes
                         if x.probability is not None and x.probability < cal.threshold)
         return AskResult(q, shown, False, related, timings, confidence), passages
+
+
+def _sum(a: dict, b: dict) -> dict:
+    """The timings of two readings of one question, added up."""
+    return {k: v + b.get(k, 0.0) for k, v in a.items()}
 
 
 def _inside(path: Path, root: Path) -> bool:

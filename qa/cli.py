@@ -286,23 +286,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = command("ask", help="ask a question")
     s.add_argument("question")
-    s.add_argument("--top", type=int, default=3, help="number of quotes (default 3)")
+    s.add_argument("--top", type=int, default=3, metavar="N", help="number of quotes (default 3)")
     s.add_argument("--json", action="store_true", help="print the answer as JSON")
     s.add_argument("--mode", choices=["hybrid", "dense", "bm25"], default="hybrid")
-    s.add_argument("--source", action="append", help="restrict to a document (id or path); repeatable")
-    s.add_argument("--date-from", help="only documents dated on/after YYYY[-MM[-DD]]")
-    s.add_argument("--date-to", help="only documents dated on/before YYYY[-MM[-DD]]")
+    s.add_argument("--source", action="append", metavar="DOC",
+                   help="restrict to a document (id or path); repeatable")
+    s.add_argument("--date-from", metavar="DATE", help="only documents dated on/after YYYY[-MM[-DD]]")
+    s.add_argument("--date-to", metavar="DATE", help="only documents dated on/before YYYY[-MM[-DD]]")
     s.set_defaults(func=cmd_ask)
 
-    s = command("chat", help="a chat in the terminal: follow-up questions use the earlier ones "
-                "(reads one question per line when standard input is not a terminal)")
-    s.add_argument("--top", type=int, default=3, help="number of quotes (default 3)")
+    s = command("chat", help="chat in the terminal, follow-ups read with the earlier questions "
+                "(one question per line from a pipe)")
+    s.add_argument("--top", type=int, default=3, metavar="N", help="number of quotes (default 3)")
     s.add_argument("--json", action="store_true",
                    help="print one JSON object per question (the qa ask --json shape)")
     s.add_argument("--mode", choices=["hybrid", "dense", "bm25"], default="hybrid")
-    s.add_argument("--source", action="append", help="restrict to a document (id or path); repeatable")
-    s.add_argument("--date-from", help="only documents dated on/after YYYY[-MM[-DD]]")
-    s.add_argument("--date-to", help="only documents dated on/before YYYY[-MM[-DD]]")
+    s.add_argument("--source", action="append", metavar="DOC",
+                   help="restrict to a document (id or path); repeatable")
+    s.add_argument("--date-from", metavar="DATE", help="only documents dated on/after YYYY[-MM[-DD]]")
+    s.add_argument("--date-to", metavar="DATE", help="only documents dated on/before YYYY[-MM[-DD]]")
     s.set_defaults(func=cmd_chat)
 
     s = command("sources", help="list indexed documents")
@@ -325,13 +327,60 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_remove)
 
     s = command("watch", help="re-index whenever files in the corpus change")
-    s.add_argument("--delay", type=float, default=1.5, help="seconds of quiet before updating")
+    s.add_argument("--delay", type=float, default=1.5, metavar="SECONDS", help="seconds of quiet before updating")
     s.set_defaults(func=cmd_watch)
 
     from .evaluate import add_eval_parser
 
     add_eval_parser(command)
     return p
+
+
+COMMON = ("--corpus", "--index", "--model")
+README_BEGIN, README_END = "<!-- cli reference: generated from --help by `qa.cli.reference` -->", "<!-- end cli reference -->"
+
+
+def _commands(parser: argparse.ArgumentParser):
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    helps = {c.dest: c.help for c in sub._choices_actions}
+    return [(name, helps.get(name, ""), sp) for name, sp in sub.choices.items()]
+
+
+def _positional(a: argparse.Action) -> str:
+    name = a.metavar or a.dest.upper()
+    return {None: name, "?": f"[{name}]", "*": f"[{name} ...]", "+": f"{name} ..."}.get(a.nargs, name)
+
+
+def reference(full: bool = False) -> str:
+    """The CLI reference, from the parser itself: a markdown table of the commands and their
+    options (the README's), or every command's ``--help`` (``full``: docs/cli.md)."""
+    width, os.environ["COLUMNS"] = os.environ.get("COLUMNS"), "100"  # argparse wraps to the terminal
+    try:
+        parser = build_parser()
+        return _reference(parser, full)
+    finally:
+        if width is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = width
+
+
+def _reference(parser: argparse.ArgumentParser, full: bool) -> str:
+    if full:
+        out = ["# `qa` command reference", "",
+               "Generated from `qa COMMAND --help` (`python scripts/cli_reference.py --write`); a test fails "
+               "when it drifts.", "", "```text", parser.format_help().rstrip(), "```"]
+        for name, _, sp in _commands(parser):
+            out += ["", f"## qa {name}", "", "```text", sp.format_help().rstrip(), "```"]
+        return "\n".join(out) + "\n"
+    rows = ["| command | what it does | its options |", "|---|---|---|"]
+    for name, help_text, sp in _commands(parser):
+        pos = " ".join(_positional(a) for a in sp._actions if not a.option_strings)
+        opts = ", ".join(f"`{a.option_strings[-1]}" + (f" {a.metavar or a.dest.upper()}`" if a.nargs != 0 else "`")
+                         for a in sp._actions
+                         if a.option_strings and a.option_strings[-1] not in COMMON and a.dest != "help")
+        rows.append(f"| `qa {name}{' ' + pos if pos else ''}` | {help_text} | {opts} |")
+    return "\n".join(rows) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,6 +24,7 @@ which earlier question was used (``FollowUp``), so a user can tell, and start a 
 from __future__ import annotations
 
 import re
+
 from .types import FollowUp, Turn
 
 _WORD = re.compile(r"[\w’'][\w’'\-.]*[\w]|[\w]", re.UNICODE)
@@ -56,7 +57,7 @@ _CLAUSE_VERBS = frozenset("say says said claim claims claimed report reports rep
                           "warn warns find finds found note notes suggest suggests so such".split())
 MIN_OWN_TERMS = 2  # a question with fewer content words than this cannot be searched alone
 MAX_ANSWER_WORDS = 8  # longer answer words are a clause, not an entity to carry forward
-MAX_CONTEXT_WORDS = int(__import__("os").environ.get("CTX_MAX", "16"))  # words a follow-up is read with (the reader's window is 128 tokens)
+MAX_CONTEXT_WORDS = 16  # words a follow-up is read with (the reader's window is 128 tokens)
 
 
 def words(text: str) -> list[str]:
@@ -67,7 +68,9 @@ def content_words(text: str) -> list[str]:
     """The words that carry a topic, in order, each once (case kept: names stay names)."""
     seen, out = set(), []
     for w in words(text):
-        k = w.lower().strip("’'")
+        k = w.lower().replace("’", "'").strip("'")
+        if "'" in k and k.split("'")[0] in _FUNCTION:  # what's, they're, who've, don't
+            continue
         if k in _FUNCTION or k in seen or len(k) < 2 and not k.isdigit():
             continue
         seen.add(k)
@@ -97,27 +100,39 @@ def _points_outside(before: list[str], after: list[str]) -> bool:
     return not (nxt in _AUX or nxt.endswith("ed"))
 
 
+def pointer(question: str) -> tuple[int, int, str] | None:
+    """The first word of ``question`` that points outside it (start, end, "person", "plural",
+    "thing" or "demonstrative"), or None."""
+    ms = list(_WORD.finditer(question))
+    ws = [m.group() for m in ms]
+    for n, w in enumerate(ws):
+        k = w.lower()
+        before = ws[:n]
+        kind = None
+        if k in _PERSON:
+            if not any(_capitalised(b, i == 0) for i, b in enumerate(before)):
+                kind = "person"
+        elif k in _PLURAL:
+            if not any(_capitalised(b, i == 0) or _plural(b) for i, b in enumerate(before)):
+                kind = "plural"
+        elif k in _THING:
+            if not any(_capitalised(b, i == 0) for i, b in enumerate(before)):
+                kind = "thing"
+        elif k in _DEMONSTRATIVE and _points_outside(before, ws[n + 1:]):
+            kind = "demonstrative"
+        if kind:
+            return ms[n].start(), ms[n].end(), kind
+    return None
+
+
 def follow_up_cue(question: str) -> str | None:
     """Why ``question`` leans on earlier turns ("pronoun", "lead", "short", "other"), or None
     when it stands alone. A pronoun is a cue only when no earlier word of the question can be
     what it points to ("What does China say it will do?" stands alone)."""
     if _LEADS.search(question.strip()):
         return "lead"
-    ws = words(question)
-    for n, w in enumerate(ws):
-        k = w.lower()
-        before = ws[:n]
-        if k in _PERSON:
-            if not any(_capitalised(b, i == 0) for i, b in enumerate(before)):
-                return "pronoun"
-        elif k in _PLURAL:
-            if not any(_capitalised(b, i == 0) or _plural(b) for i, b in enumerate(before)):
-                return "pronoun"
-        elif k in _THING:
-            if not any(_capitalised(b, i == 0) for i, b in enumerate(before)):
-                return "pronoun"
-        elif k in _DEMONSTRATIVE and _points_outside(before, ws[n + 1:]):
-            return "pronoun"
+    if pointer(question) is not None:
+        return "pronoun"
     if len(content_words(question)) < MIN_OWN_TERMS:
         return "short"
     if _OTHER.search(question):
@@ -132,27 +147,8 @@ def context_words(turn: Turn) -> list[str]:
     out = content_words(turn.question)
     if turn.answer and len(words(turn.answer)) <= MAX_ANSWER_WORDS:
         out += content_words(turn.answer)
-    import os
-    if turn.quote and os.environ.get("QENT"):
-        out += [w for e in entities(turn.quote) for w in content_words(e)]
     if turn.read_as:
         out += content_words(turn.read_as)
-    return out
-
-
-_ENTITY = re.compile(r"\b[A-Z][\w’'\-.]*(?:\s(?:of|for|the|on|and)?\s?[A-Z][\w’'\-.]*)*|\b\d[\d,.]*\b")
-
-
-def entities(text: str) -> list[str]:
-    """Names and numbers in a quote ("Transitional Justice Working Group", "600"); a single
-    capitalised word that starts the sentence is not one ("The", "Many")."""
-    out = []
-    for m in _ENTITY.finditer(text):
-        e = m.group().strip(" .")
-        if m.start() == 0 or text[:m.start()].rstrip()[-1:] in ".“\"'‘(":
-            if " " not in e:
-                continue
-        out.append(e)
     return out
 
 

@@ -790,29 +790,29 @@ def calibrate(datasets: dict[str, list[Prediction]], unanswerable_share: float |
 def add_eval_parser(command) -> None:
     """``qa eval``; ``command(name, help=...)`` makes a subcommand parser with the common options."""
     s = command("eval", help="evaluate on a question set (JSONL or SQuAD JSON)")
-    s.add_argument("file", nargs="?", help="questions: .jsonl, or a SQuAD v1.1/v2.0 .json "
+    s.add_argument("file", nargs="?", metavar="FILE", help="questions: .jsonl, or a SQuAD v1.1/v2.0 .json "
                    "(default: eval/shipped.jsonl)")
     s.add_argument("--squad-corpus", action="store_true",
                    help="index the SQuAD file's paragraphs as the corpus (open-corpus setting)")
-    s.add_argument("--limit", type=int, help="evaluate a random sample of N questions")
-    s.add_argument("--seed", type=int, default=13, help="seed for --limit (default 13)")
+    s.add_argument("--limit", type=int, metavar="N", help="evaluate a random sample of N questions")
+    s.add_argument("--seed", type=int, default=13, metavar="N", help="seed for --limit (default 13)")
     s.add_argument("--mode", choices=["hybrid", "dense", "bm25"], default="hybrid")
-    s.add_argument("--compare", help="comma-separated retrieval modes to run side by side, "
+    s.add_argument("--compare", metavar="MODES", help="comma-separated retrieval modes to run side by side, "
                    "e.g. bm25,dense,hybrid")
     s.add_argument("--json", action="store_true",
                    help="print all metrics as JSON (instead of the tables)")
     s.add_argument("--metrics", metavar="FILE", help="write all metrics as JSON to FILE")
-    s.add_argument("--predictions", help="write one JSON object per question to this JSONL file")
-    s.add_argument("--report", help="write an HTML report (metrics, score and latency plots, wrong answers)")
+    s.add_argument("--predictions", metavar="FILE", help="write one JSON object per question to this JSONL file")
+    s.add_argument("--report", metavar="FILE", help="write an HTML report (metrics, score and latency plots, wrong answers)")
     s.add_argument("--calibrate", action="store_true",
                    help="choose the no-answer threshold from the shipped set and SQuAD v2.0 dev "
                    "(open corpus) and store it in qa/calibration.json")
-    s.add_argument("--squad-v2", default=str(SQUAD_DIR / "dev-v2.0.json"),
+    s.add_argument("--squad-v2", default=str(SQUAD_DIR / "dev-v2.0.json"), metavar="FILE",
                    help="SQuAD v2.0 file used by --calibrate")
-    s.add_argument("--unanswerable-share", type=float,
+    s.add_argument("--unanswerable-share", type=float, metavar="SHARE",
                    help="with --calibrate: weigh each set as if this share of the questions asked were "
                    "unanswerable (default: the shipped set's own share)")
-    s.add_argument("--calibration", help="answer with this calibration file instead of qa/calibration.json "
+    s.add_argument("--calibration", metavar="FILE", help="answer with this calibration file instead of qa/calibration.json "
                    "(e.g. an earlier one, to compare)")
     s.add_argument("--no-reader", action="store_true",
                    help="answer without the extractive reader (sentence scorer and span heuristic only)")

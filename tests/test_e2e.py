@@ -294,3 +294,14 @@ def test_the_index_says_which_model_encodes_the_questions(tmp_path):
     # and a named model rebuilds, as asked
     p = run("--model", "hashing-128", "index", "--json")
     assert p.returncode == 0 and json.loads(p.stdout)["rebuilt_reason"]
+
+
+def test_readme_command_table_and_cli_doc_match_help():
+    """The README's command table and docs/cli.md are generated from the parser; when a command
+    or option changes without `scripts/cli_reference.py --write`, this fails. The README stays a
+    short front door."""
+    p = subprocess.run([sys.executable, str(REPO / "scripts" / "cli_reference.py")], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert "| `qa chat` |" in readme and "`--metrics FILE`" in readme
+    assert len(readme.encode()) < 12 * 1024
