@@ -745,7 +745,7 @@ def sync(
                  for path in (sorted(docs) if rehash else differs)],
             )
             new_chunk_ids, new_chunk_vecs = _add_documents(
-                conn, to_add, settings, encoder, progress, report
+                conn, to_add, settings, encoder, progress, report, log
             )
             held = conn.execute("SELECT count(*), coalesce(sum(n_chunks), 0), coalesce(sum(n_sentences), 0) "
                                 "FROM documents WHERE doc_id IN (SELECT doc_id FROM paths)").fetchone()
@@ -757,18 +757,18 @@ def sync(
             )
             live_sparse = Sparse.load(live) if live is not None else None
             full_bm25 = sparse.needs_full(live_sparse, len(new_chunk_ids), len(removed_chunk_ids))
-            chunk_sql = ('SELECT c.id, substr(d.text, c.start + 1, c."end" - c.start) FROM chunks c '
-                         "JOIN documents d ON d.doc_id = c.doc_id")
+            chunk_sql = 'SELECT c.id, c.doc_id, c.start, c."end" FROM chunks c'
             if full_bm25:
-                bm25_chunks = conn.execute(
-                    chunk_sql + " WHERE c.doc_id IN (SELECT doc_id FROM paths) ORDER BY c.id").fetchall()
+                bm25_chunks = _chunk_texts(conn, conn.execute(
+                    chunk_sql + " WHERE c.doc_id IN (SELECT doc_id FROM paths) ORDER BY c.id").fetchall())
             else:
-                bm25_chunks = []
+                rows = []
                 for i in range(0, len(new_chunk_ids), 900):
                     part = new_chunk_ids[i : i + 900]
-                    bm25_chunks += conn.execute(
+                    rows += conn.execute(
                         chunk_sql + f" WHERE c.id IN ({','.join('?' * len(part))}) ORDER BY c.id", part
                     ).fetchall()
+                bm25_chunks = _chunk_texts(conn, rows)
 
         # dense: previous vectors minus removed, plus new; rebuilt from the stored
         # vectors when the size calls for another kind of index (see DenseChoice)
@@ -1013,15 +1013,29 @@ def _rebuild_reason(manifest: dict, settings: IndexSettings, encoder: Encoder) -
     return ""
 
 
+def _chunk_texts(conn, rows: list[tuple[int, str, int, int]]) -> list[tuple[int, str]]:
+    """(chunk id, text) for (id, doc_id, start, end) rows, sliced in Python from each document's
+    text (SQLite's substr walks a long text from its start for every chunk: quadratic)."""
+    out, doc, text = [], None, ""
+    for cid, doc_id, start, end in rows:
+        if doc_id != doc:
+            doc, text = doc_id, conn.execute("SELECT text FROM documents WHERE doc_id=?", (doc_id,)).fetchone()[0]
+        out.append((cid, text[start:end]))
+    return out
+
+
 def _add_documents(conn, docs: list[Document], settings: IndexSettings, encoder: Encoder,
-                   progress: bool, report: SyncReport) -> tuple[list[int], np.ndarray]:
+                   progress: bool, report: SyncReport, log=None) -> tuple[list[int], np.ndarray]:
     """Insert documents with their sentences and chunks; return new chunk ids and vectors.
 
     Documents are segmented as they come and embedded in groups of about ``_BATCH``
     sentences (a huge document in slices of that size), then written, so memory stays
     bounded by one group (plus the chunk vectors, which FAISS holds anyway).
     """
-    bar = _progress_bar(sum(len(d.text) for d in docs), progress)
+    total = sum(len(d.text) for d in docs)
+    bar = _progress_bar(total, progress)
+    # off a terminal (logs, `qa watch`, a server), a long update says how far it got every 10%
+    steps = _LogProgress(total, log) if bar is None and log is not None and total >= _LOG_PROGRESS_CHARS else None
     chunk_ids: list[int] = []
     chunk_vecs: list[np.ndarray] = [np.zeros((0, encoder.dim), dtype=np.float32)]
     group: list[tuple[Document, list[Sentence], list]] = []
@@ -1032,6 +1046,17 @@ def _add_documents(conn, docs: list[Document], settings: IndexSettings, encoder:
         for d, ss, cs in group:
             conn.execute("INSERT INTO documents VALUES (?,?,?,?,?)",
                          (d.doc_id, d.text, len(ss), len(cs), json.dumps(list(d.pages))))
+        chars, texts, shown = sum(len(d.text) for d, _, _ in group), len(sents) + len(chunks), [0, 0]
+
+        def advance(n: int) -> None:  # progress within the group, in its characters
+            shown[0] += n
+            now = chars * shown[0] // max(texts, 1)
+            if bar is not None:
+                bar.update(now - shown[1])
+            if steps is not None:
+                steps.update(now - shown[1], report)
+            shown[1] = now
+
         for i in range(0, len(sents), _BATCH):
             part = sents[i : i + _BATCH]
             vecs = encoder.encode_documents([s.text for _, _, s in part]).astype(np.float16)
@@ -1039,6 +1064,8 @@ def _add_documents(conn, docs: list[Document], settings: IndexSettings, encoder:
                 'INSERT INTO sentences (doc_id, idx, start, "end", kind, emb) VALUES (?,?,?,?,?,?)',
                 [(d.doc_id, j, s.start, s.end, s.kind, v.tobytes()) for (d, j, s), v in zip(part, vecs)],
             )
+            report.sentences_embedded += len(part)
+            advance(len(part))
         for i in range(0, len(chunks), _BATCH):
             part = chunks[i : i + _BATCH]
             vecs = encoder.encode_documents([c.text for _, c in part])
@@ -1050,10 +1077,8 @@ def _add_documents(conn, docs: list[Document], settings: IndexSettings, encoder:
                     (d.doc_id, c.start, c.end, c.first_sentence, c.last_sentence,
                      v.astype(np.float16).tobytes()))
                 chunk_ids.append(int(cur.lastrowid))
-        report.sentences_embedded += len(sents)
-        report.chunks_embedded += len(chunks)
-        if bar is not None:
-            bar.update(sum(len(d.text) for d, _, _ in group))
+            report.chunks_embedded += len(part)
+            advance(len(part))
         group.clear()
 
     pending = 0
@@ -1073,6 +1098,22 @@ def _add_documents(conn, docs: list[Document], settings: IndexSettings, encoder:
 
 
 _BATCH = 1024
+_LOG_PROGRESS_CHARS = 1_000_000
+
+
+class _LogProgress:
+    """"indexing: 40% of 4.0 million characters (9,452 sentences and passages embedded)", once per 10%."""
+
+    def __init__(self, total: int, log) -> None:
+        self.total, self.log, self.done, self.said = total, log, 0, 0
+
+    def update(self, chars: int, report: SyncReport) -> None:
+        self.done += chars
+        tenth = self.done * 10 // self.total
+        if tenth > self.said and self.done < self.total:
+            self.said = tenth
+            self.log(f"indexing: {tenth * 10}% of {self.total / 1e6:.1f} million characters "
+                     f"({report.sentences_embedded + report.chunks_embedded:,} sentences and passages embedded)")
 
 
 def _progress_bar(total_chars: int, enabled: bool):

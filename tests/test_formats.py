@@ -183,3 +183,32 @@ def test_a_damaged_pdf_is_indexed_with_pypdfs_complaint_named_by_file(svc, capfd
     out, err = capfd.readouterr()
     assert "startxref" not in out + err
     assert "37 people" in svc.ask("How many people did guards detain near Dandong?").answers[0].text
+
+
+def test_a_file_with_more_text_than_the_limit_is_skipped_with_how_to_split_it(svc, monkeypatch):
+    """The limit is on the text to index (a 64 MiB PDF may hold little text); what is over it is
+    skipped with a message that says how to split it, and the rest is indexed."""
+    from qa import corpus as corpus_mod
+
+    monkeypatch.setattr(corpus_mod, "MAX_TEXT_CHARS", 100_000)
+    line = "Guards on the Yalu river detained 37 people trying to cross into Dandong last winter.\n"
+    (svc.corpus_dir / "huge.txt").write_text(line * 1300)  # about 110,000 characters
+    (svc.corpus_dir / "fine.txt").write_text(line * 1000)
+    r = svc.sync()
+    assert r.added == ["corpus/fine.txt"]
+    assert any(s.startswith("corpus/huge.txt: 0.1 million characters of text, over the 0 million")
+               and "split -C" in s for s in r.skipped), r.skipped
+
+
+def test_a_long_update_logs_its_progress_when_not_on_a_terminal(svc, monkeypatch):
+    from qa import index as index_mod
+
+    monkeypatch.setattr(index_mod, "_LOG_PROGRESS_CHARS", 10_000)
+    monkeypatch.setattr(index_mod, "_BATCH", 64)  # several groups, so progress moves in steps
+    text = "".join(f"Report {n}: guards detained {n} people near Dandong in week {n}.\n" for n in range(2000))
+    (svc.corpus_dir / "long.txt").write_text(text)
+    said = []
+    svc.sync(log=said.append)
+    steps = [m for m in said if m.startswith("indexing: ")]
+    assert len(steps) >= 5 and steps[0].startswith("indexing: 10% of 0.1 million characters")
+    assert [int(m.split()[1].rstrip("%")) for m in steps] == sorted({int(m.split()[1].rstrip("%")) for m in steps})
