@@ -163,9 +163,9 @@ def step_query(work: Path, model: str, n_questions: int) -> dict:
     # recall@10 of the dense index against exact search over the same vectors
     recall = 1.0
     if idx.dense_choice.kind != "flat":
-        from qa.index import _stored_vectors, recall_at_k
+        from qa.dense import stored_vectors, recall_at_k
 
-        ids, vecs = _stored_vectors(idx.db(), int(idx.manifest["dim"]))
+        ids, vecs = stored_vectors(idx.db(), int(idx.manifest["dim"]))
         exact = faiss.IndexFlatIP(vecs.shape[1])
         exact.add(vecs)
         _, rows = exact.search(qvecs, 10)
@@ -214,21 +214,21 @@ def step_replicate(src: Path, dst: Path, factor: int, model: str) -> dict:
     """The 1M row: src's rows copied ``factor`` times, then dense + BM25 rebuilt."""
     import numpy as np
 
-    from qa import index as index_mod
+    from qa import dense as dense_mod, store, sparse as sparse_mod
 
-    src_gen = index_mod.current_generation(src / "index")
+    src_gen = store.current_generation(src / "index")
     (dst / "index").mkdir(parents=True)
     (dst / "corpus").mkdir()
     gen = dst / "index" / "gen-000001"
     gen.mkdir()
     manifest = json.loads((src_gen / "manifest.json").read_text())
-    src_content = index_mod.content_path(src / "index", manifest)
+    src_content = store.content_path(src / "index", manifest)
     shutil.copy(src_gen / "store.sqlite", gen / "store.sqlite")
     with sqlite3.connect(src_content) as a, sqlite3.connect(dst / "index" / manifest["content"]) as b:
         a.backup(b)  # includes what is still in the source's write-ahead log
     dim = int(manifest["dim"])
     t = time.perf_counter()
-    conn = index_mod.connect(gen, dst / "index" / manifest["content"], readonly=False)
+    conn = store.connect(gen, dst / "index" / manifest["content"], readonly=False)
     rng = np.random.default_rng(7)
     base = conn.execute("SELECT doc_id, start, \"end\", first_sentence, last_sentence, emb FROM chunks").fetchall()
     with conn:
@@ -255,15 +255,15 @@ def step_replicate(src: Path, dst: Path, factor: int, model: str) -> dict:
     copied = time.perf_counter() - t
     import faiss
 
-    choice = index_mod.DenseChoice.for_size(counts["chunks"], None)
+    choice = dense_mod.DenseChoice.for_size(counts["chunks"], None)
     t = time.perf_counter()
-    dense, choice = index_mod._build_dense(conn, dim, choice)
+    dense, choice = dense_mod.build_dense(conn, dim, choice)
     conn.close()
     faiss.write_index(dense, str(gen / "dense.faiss"))
     dense_s = time.perf_counter() - t
     del dense
     t = time.perf_counter()
-    index_mod.sparse.write_full(gen, chunks)
+    sparse_mod.write_full(gen, chunks)
     bm25_s = time.perf_counter() - t
     manifest.update(counts=counts, dense_index=choice.describe(), dense=choice.to_dict())
     (gen / "manifest.json").write_text(json.dumps(manifest, indent=2))

@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
-from . import answering, conversation, index as index_mod, retrieval
+from . import answering, conversation, index as index_mod, retrieval, store, sync as sync_mod
 from .config import DEFAULT_CORPUS, DEFAULT_INDEX, MAX_QUESTION_CHARS, REPO_ROOT, AskSettings, IndexSettings
 from .embeddings import Encoder, OnnxEncoder, ensure_onnx_export, load_encoder
 from .errors import BadQuestion, IndexMissing, ModelMismatch
@@ -108,7 +108,7 @@ class Verbatim:
 
     def index(self) -> index_mod.Index:
         """The live index generation; reloaded when a newer one has been published."""
-        gen = index_mod.current_generation(self.index_dir)
+        gen = store.current_generation(self.index_dir)
         with self._lock:
             if gen is None:
                 if self._index is not None:
@@ -134,25 +134,25 @@ class Verbatim:
         self._encoder = self._query_encoder = None
 
     def sync(self, progress: bool = False, log=None, wait: bool = True,
-             rehash: bool = False, only=None) -> index_mod.SyncReport:
+             rehash: bool = False, only=None) -> sync_mod.SyncReport:
         """Update the index; ``only``: the files known to have changed (None: scan all). Without
         a model named, the index keeps the model it was built with; a named one that differs
         rebuilds it with that model."""
         if not self.model_named:
-            built = index_mod.built_with(self.index_dir)
+            built = store.built_with(self.index_dir)
             if built and built != self.settings.model:
                 self.settings = replace(self.settings, model=built)
                 self._encoder = self._query_encoder = None
-        report = index_mod.sync(
+        report = sync_mod.sync(
             self.corpus_dir, self.index_dir, self.settings, self.encoder,
             root=self.root, progress=progress, log=log, wait=wait, rehash=rehash, only=only,
         )
         ensure_onnx_export(self.encoder, self.onnx_dir)
         return report
 
-    def ensure_index(self, log=None) -> index_mod.SyncReport | None:
+    def ensure_index(self, log=None) -> sync_mod.SyncReport | None:
         """Build (or rebuild, if stale) the index; return the report, or None if it was fine."""
-        if index_mod.index_is_current(self.index_dir):
+        if store.index_is_current(self.index_dir):
             return None
         return self.sync(progress=sys.stderr.isatty(), log=log)
 

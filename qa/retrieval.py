@@ -20,7 +20,8 @@ import numpy as np
 
 from .corpus import is_calendar_date
 from .errors import BadQuestion
-from .index import REFINE, Index, bm25_tokenize, refine
+from .dense import REFINE, refine
+from .index import Index, bm25_tokenize
 from .types import Passage
 
 

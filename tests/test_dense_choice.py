@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from qa import Verbatim
-from qa import index as index_mod
+from qa import dense as dense_mod
 from qa import retrieval
 from qa.config import IndexSettings
 from qa.retrieval import Filter
@@ -22,7 +22,7 @@ def _paragraphs(n: int) -> list[str]:
 
 @pytest.fixture()
 def squad_service(tmp_path, monkeypatch):
-    monkeypatch.setattr(index_mod, "EXACT_MAX", 300)
+    monkeypatch.setattr(dense_mod, "EXACT_MAX", 300)
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     for i, text in enumerate(_paragraphs(400)):
@@ -32,7 +32,7 @@ def squad_service(tmp_path, monkeypatch):
 
 
 def _exact_top(idx, q, k):
-    ids, vecs = index_mod._stored_vectors(idx.db(), int(idx.manifest["dim"]))
+    ids, vecs = dense_mod.stored_vectors(idx.db(), int(idx.manifest["dim"]))
     order = np.argsort(-(vecs @ q), kind="stable")[:k]
     return ids[order].tolist()
 
@@ -50,9 +50,9 @@ def test_large_index_becomes_ivf_tuned_and_recorded(squad_service):
     choice = idx.dense_choice
     n = idx.manifest["counts"]["chunks"]
     assert n > 300 and choice.kind == "ivf"
-    assert choice.trained_on == n and choice.nlist == index_mod._nlist(n)
+    assert choice.trained_on == n and choice.nlist == dense_mod.nlist(n)
     # tuned to the target, or probing (almost) every list
-    assert choice.recall_at_10 >= index_mod.RECALL_TARGET or choice.nprobe >= choice.nlist // 2
+    assert choice.recall_at_10 >= dense_mod.RECALL_TARGET or choice.nprobe >= choice.nlist // 2
     assert faiss.extract_index_ivf(idx.dense).nprobe == choice.nprobe
     assert f"nprobe {choice.nprobe}" in idx.manifest["dense_index"]
     # real questions: the approximate top 10 mostly equals the exact top 10
@@ -102,7 +102,7 @@ def test_shrinking_below_half_the_threshold_returns_to_exact(squad_service):
 def test_recall_at_k():
     truth = np.array([[1, 2, 3], [4, 5, 6]])
     got = np.array([[3, 2, 9, 1], [7, 8, 9, 4]])
-    assert index_mod.recall_at_k(truth, got, 3) == pytest.approx(4 / 6)
+    assert dense_mod.recall_at_k(truth, got, 3) == pytest.approx(4 / 6)
 
 
 def test_qa_sources_shows_the_index_choice(squad_service):
@@ -116,5 +116,5 @@ def test_qa_sources_shows_the_index_choice(squad_service):
                           "--model", "hashing-256", "sources"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     choice = squad_service.index().dense_choice
-    assert f"dense index: IVF{choice.nlist},SQ8 inner product, top {index_mod.REFINE} re-ranked exactly, nprobe {choice.nprobe}" in out.stdout
+    assert f"dense index: IVF{choice.nlist},SQ8 inner product, top {dense_mod.REFINE} re-ranked exactly, nprobe {choice.nprobe}" in out.stdout
     assert "recall@10 vs exact" in out.stdout and "BM25: base of" in out.stdout

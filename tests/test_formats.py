@@ -142,7 +142,7 @@ def test_bad_inputs_get_messages_and_the_rest_is_indexed(svc):
 
 
 def test_large_text_file_is_indexed_in_bounded_batches(svc, monkeypatch):
-    from qa import index as index_mod
+    from qa import sync as sync_mod
 
     sentence = "Refugee number {} crossed the river at night and reached the shelter safely. "
     (svc.corpus_dir / "big.txt").write_text("".join(sentence.format(i) for i in range(30000)))
@@ -152,7 +152,7 @@ def test_large_text_file_is_indexed_in_bounded_batches(svc, monkeypatch):
     monkeypatch.setattr(enc, "encode_documents", lambda texts, progress=False: (seen.append(len(texts)), orig(texts))[1])
     r = svc.sync()
     assert r.sentences_embedded == 30000
-    assert max(seen) <= index_mod._BATCH  # never the whole document at once
+    assert max(seen) <= sync_mod._BATCH  # never the whole document at once
     # the last batch is indexed: its one distinctive token finds its passage first, and the
     # answer quotes the end of the document (the reader may mark a neighbour: the 30,000
     # sentences differ only in their number, which the question itself gives away)
@@ -201,10 +201,10 @@ def test_a_file_with_more_text_than_the_limit_is_skipped_with_how_to_split_it(sv
 
 
 def test_a_long_update_logs_its_progress_when_not_on_a_terminal(svc, monkeypatch):
-    from qa import index as index_mod
+    from qa import sync as sync_mod
 
-    monkeypatch.setattr(index_mod, "_LOG_PROGRESS_CHARS", 10_000)
-    monkeypatch.setattr(index_mod, "_BATCH", 64)  # several groups, so progress moves in steps
+    monkeypatch.setattr(sync_mod, "_LOG_PROGRESS_CHARS", 10_000)
+    monkeypatch.setattr(sync_mod, "_BATCH", 64)  # several groups, so progress moves in steps
     text = "".join(f"Report {n}: guards detained {n} people near Dandong in week {n}.\n" for n in range(2000))
     (svc.corpus_dir / "long.txt").write_text(text)
     said = []

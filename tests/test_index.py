@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from qa import Verbatim
-from qa import index as index_mod
+from qa import store, sync as sync_mod
 from qa.config import IndexSettings
 from qa.errors import IndexBusy
 
@@ -107,7 +107,7 @@ def test_removed_text_stays_readable_for_the_previous_generation_then_leaves_the
     # the next sync, even one with nothing to change, deletes the rows (and the text)
     r = hashing_service.sync()
     assert not r.changed_anything
-    content = index_mod.content_path(new.gen_dir.parent, new.manifest)
+    content = store.content_path(new.gen_dir.parent, new.manifest)
     conn = sqlite3.connect(content)
     for table in ("documents", "sentences", "chunks"):
         assert conn.execute(f"SELECT count(*) FROM {table} WHERE doc_id=?", (doc,)).fetchone()[0] == 0
@@ -183,7 +183,7 @@ def test_crash_mid_write_leaves_previous_index_loadable(hashing_service, corpus_
     def boom(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(index_mod.sparse, "write_full", boom)
+    monkeypatch.setattr(sync_mod.sparse, "write_full", boom)
     with pytest.raises(KeyboardInterrupt):
         hashing_service.sync()
     monkeypatch.undo()
@@ -191,10 +191,10 @@ def test_crash_mid_write_leaves_previous_index_loadable(hashing_service, corpus_
                      settings=hashing_service.settings)
     assert _state(fresh) == before  # the old generation is still live and intact
     gens = lambda: {g.name for g in hashing_service.index_dir.glob("gen-*")}
-    old = index_mod.current_generation(hashing_service.index_dir).name
+    old = store.current_generation(hashing_service.index_dir).name
     assert len(gens()) == 2  # the half-written one
     fresh.sync()  # converges, and cleans up the leftover
-    new = index_mod.current_generation(hashing_service.index_dir).name
+    new = store.current_generation(hashing_service.index_dir).name
     assert gens() == {old, new}  # the previous one stays while readers hold it
     fresh.index(), hashing_service.index()  # both readers move on to the new generation
     gc.collect()
@@ -209,7 +209,7 @@ def test_crash_mid_write_leaves_previous_index_loadable(hashing_service, corpus_
 
 def test_concurrent_writer_gets_a_clear_message(hashing_service):
     hashing_service.sync()
-    with index_mod.WriteLock(hashing_service.index_dir):
+    with store.WriteLock(hashing_service.index_dir):
         with pytest.raises(IndexBusy, match="being updated by pid"):
             hashing_service.sync(wait=False)
 

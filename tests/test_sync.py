@@ -98,7 +98,7 @@ def test_lock_of_a_killed_process_is_recovered(tmp_path):
     v = _svc(tmp_path)
     v.sync()
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from qa.index import WriteLock\n"
+        "import sys, time; from pathlib import Path; from qa.store import WriteLock\n"
         f"l = WriteLock(Path({str(v.index_dir)!r})).__enter__(); print('locked', flush=True); time.sleep(60)")],
         stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"
