@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from .index import Index, bm25_tokenize
-from .types import Passage, Quote, Sentence, Source
+from .types import Passage, Quote, Sentence, Source, Span
 
 CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
 W_COS, W_LEX, W_PASSAGE, W_TYPE = 0.5, 0.4, 0.1, 0.0
@@ -578,29 +578,27 @@ def build_quotes(index: Index, cands: list[Candidate], top: int,
         around = index.sentences(s.doc_id, max(0, best.idx - 1), min(n - 1, best.idx + 1))
         ctx_start = min(x.start for _, x, _ in around)
         ctx_end = max(x.end for _, x, _ in around)
-        span = best.span
-        a_start = a_end = None
-        answer = None
-        if span is not None:
-            a_start, a_end = s.start + span[0], s.start + span[1]
-            answer = text[a_start:a_end]
+        answer_span = answer = None
+        if best.span is not None:
+            answer_span = Span(s.start + best.span[0], s.start + best.span[1])
+            answer = text[answer_span.start:answer_span.end]
         also = []
         seen_docs = {s.doc_id}
         for o in others:
             if o.sentence.doc_id not in seen_docs:
                 seen_docs.add(o.sentence.doc_id)
-                also.append((sources[o.sentence.doc_id], o.sentence.start, o.sentence.end))
+                also.append((sources[o.sentence.doc_id], Span(o.sentence.start, o.sentence.end)))
         pages = index.pages(s.doc_id)
         page = bisect.bisect_right(pages, s.start) if pages else None
         quotes.append(
             Quote(
                 page=page,
-                text=s.text, start=s.start, end=s.end, score=best.score, reader_margin=best.reader_margin,
+                text=s.text, span=Span(s.start, s.end), score=best.score, reader_margin=best.reader_margin,
                 probability=best.probability,
                 source=sources[s.doc_id], also_in=tuple(also),
-                answer=answer, answer_start=a_start, answer_end=a_end,
+                answer=answer, answer_span=answer_span,
                 context_before=text[ctx_start:s.start], context_after=text[s.end:ctx_end],
-                context_start=ctx_start, context_end=ctx_end,
+                context_span=Span(ctx_start, ctx_end),
             )
         )
     return quotes

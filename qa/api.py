@@ -218,14 +218,14 @@ class Verbatim:
         }
         if no_answer:
             # the closest passages are shown as such, never with "answer words" marked
-            closest = tuple(replace(x, answer=None, answer_start=None, answer_end=None,
+            closest = tuple(replace(x, answer=None, answer_span=None,
                                     label=answering.label(x.probability, cal, answer=False)) for x in quotes)
             return AskResult(q, (), True, closest, timings, confidence), passages
         # with a quote model, a quote after the first is an answer only if it clears the bar
         # itself; the others are shown as related (without answer words)
         shown = tuple(replace(x, label=answering.label(x.probability, cal, answer=True, first=n == 0))
                       for n, x in enumerate(quotes) if x.probability is None or x.probability >= cal.threshold)
-        related = tuple(replace(x, answer=None, answer_start=None, answer_end=None,
+        related = tuple(replace(x, answer=None, answer_span=None,
                                 label=answering.label(x.probability, cal, answer=False)) for x in quotes
                         if x.probability is not None and x.probability < cal.threshold)
         return AskResult(q, shown, False, related, timings, confidence), passages

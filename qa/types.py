@@ -116,25 +116,30 @@ class Passage:
 
 @dataclass(frozen=True)
 class Quote:
-    """One verbatim answer: ``text == document.text[start:end]``."""
+    """One verbatim answer: ``text == document.text[span.start:span.end]``."""
 
     text: str
-    start: int
-    end: int
+    span: Span  # the quote's offsets in its document
     score: float
     source: Source
-    also_in: tuple[tuple[Source, int, int], ...] = ()  # same sentence elsewhere
+    also_in: tuple[tuple[Source, Span], ...] = ()  # the same sentence in other documents
     answer: str | None = None  # the answer words inside the quote
-    answer_start: int | None = None  # document offsets of ``answer``
-    answer_end: int | None = None
-    context_before: str = ""
+    answer_span: Span | None = None  # their document offsets
+    context_before: str = ""  # the sentences either side, and the span they and the quote cover
     context_after: str = ""
-    context_start: int = 0
-    context_end: int = 0
+    context_span: Span | None = None
     page: int | None = None  # 1-based page of a PDF
     reader_margin: float | None = None  # reader's span score minus its "no answer" score
     probability: float | None = None  # calibrated probability that it answers the question
     label: str = ""  # that probability in words: "likely answers", "may answer", "related, not an answer"
+
+    @property
+    def start(self) -> int:
+        return self.span.start
+
+    @property
+    def end(self) -> int:
+        return self.span.end
 
     def to_dict(self) -> dict:
         return {
@@ -147,17 +152,17 @@ class Quote:
             "start": self.start,
             "end": self.end,
             "answer": self.answer,
-            "answer_start": self.answer_start,
-            "answer_end": self.answer_end,
+            "answer_start": self.answer_span.start if self.answer_span else None,
+            "answer_end": self.answer_span.end if self.answer_span else None,
             "source": self.source.to_dict(),
             "also_in": [
-                {"source": s.to_dict(), "start": a, "end": b} for s, a, b in self.also_in
+                {"source": s.to_dict(), "start": sp.start, "end": sp.end} for s, sp in self.also_in
             ],
             "context": {
                 "before": self.context_before,
                 "after": self.context_after,
-                "start": self.context_start,
-                "end": self.context_end,
+                "start": self.context_span.start if self.context_span else self.start,
+                "end": self.context_span.end if self.context_span else self.end,
             },
         }
 

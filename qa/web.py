@@ -508,5 +508,6 @@ def serve(corpus_dir: Path, index_dir: Path, host: str = "127.0.0.1", port: int 
     if allow_upload:
         print(f"uploads are on: new articles are saved into {corpus_dir}")
     print(f"Verbatim is running at http://{host}:{port}/  (Ctrl-C to stop)")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    # open streams (a browser tab, an API client) would hold a graceful shutdown for ever
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=3)
 

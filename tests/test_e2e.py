@@ -77,12 +77,13 @@ def test_every_quote_is_the_file_text_at_its_offsets(real_service, question):
     for q in res.answers + res.closest:
         text = (REPO / q.source.path).read_text()
         assert text[q.start:q.end] == q.text
-        assert text[q.context_start:q.start] == q.context_before
-        assert text[q.end:q.context_end] == q.context_after
+        assert text[q.context_span.start:q.start] == q.context_before
+        assert text[q.end:q.context_span.end] == q.context_after
         if q.answer is not None:
-            assert text[q.answer_start:q.answer_end] == q.answer
-            assert q.start <= q.answer_start < q.answer_end <= q.end
-        for src, s, e in q.also_in:
+            assert text[q.answer_span.start:q.answer_span.end] == q.answer
+            assert q.start <= q.answer_span.start < q.answer_span.end <= q.end
+        for src, sp in q.also_in:
+            s, e = sp.start, sp.end
             assert (REPO / src.path).read_text()[s:e] == q.text
 
 

@@ -242,9 +242,10 @@ def test_same_sentence_in_two_documents_is_one_quote_with_both_sources(hashing_s
     hit = [q for q in quotes if q.text == shared]
     assert len(hit) == 1
     q = hit[0]
-    others = {s.path for s, _, _ in q.also_in}
+    others = {s.path for s, _ in q.also_in}
     assert {q.source.path} | others == {"corpus/004_16947189698fbbee.txt", "corpus/wire.txt"}
-    for src, s, e in q.also_in:
+    for src, sp in q.also_in:
+        s, e = sp.start, sp.end
         assert (hashing_service.root / src.path).read_text()[s:e] == shared
 
 
