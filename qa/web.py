@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import threading
 from pathlib import Path
 from urllib.parse import quote as urlquote
@@ -508,6 +509,15 @@ def serve(corpus_dir: Path, index_dir: Path, host: str = "127.0.0.1", port: int 
     if allow_upload:
         print(f"uploads are on: new articles are saved into {corpus_dir}")
     print(f"Verbatim is running at http://{host}:{port}/  (Ctrl-C to stop)")
-    # open streams (a browser tab, an API client) would hold a graceful shutdown for ever
+    # open streams (a browser tab's or an API client's heartbeat) would hold a graceful shutdown
+    # for ever: after 3 s they are cancelled, which is the shutdown, not an error to log
+    logging.getLogger("uvicorn.error").addFilter(_not_cancelled)
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=3)
+
+
+def _not_cancelled(record: logging.LogRecord) -> bool:
+    """Drop the log records of streams cancelled at shutdown."""
+    import asyncio
+
+    return not (record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError))
 
