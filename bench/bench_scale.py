@@ -128,7 +128,7 @@ def step_build(work: Path, model: str) -> dict:
         "passages": r.chunks_embedded, "sentences": r.sentences_embedded,
         "build_s": round(build, 2), "passages_per_s": round(r.chunks_embedded / build, 1),
         "raw_encoder_s": round(raw, 2), "throughput_ratio": round(raw / build, 3),
-        "build_peak_mb": round(_rss_mb()), "dense_index": idx.manifest["dense_index"],
+        "build_peak_mb": round(_rss_mb()), "dense_index": idx.manifest.dense_index,
         "disk_mb": round(_du_mb(work / "index"), 1),
     }
 
@@ -165,7 +165,7 @@ def step_query(work: Path, model: str, n_questions: int) -> dict:
     if idx.dense_choice.kind != "flat":
         from qa.dense import stored_vectors, recall_at_k
 
-        ids, vecs = stored_vectors(idx.db(), int(idx.manifest["dim"]))
+        ids, vecs = stored_vectors(idx.db(), idx.manifest.dim)
         exact = faiss.IndexFlatIP(vecs.shape[1])
         exact.add(vecs)
         _, rows = exact.search(qvecs, 10)
@@ -180,7 +180,7 @@ def step_query(work: Path, model: str, n_questions: int) -> dict:
         "ask_p50_ms": round(pct(ask, 50), 2), "ask_p95_ms": round(pct(ask, 95), 2),
         "questions": len(qs), "recall_at_10": round(recall, 4),
         "serve_peak_mb": round(peak),
-        "dense_index": idx.manifest["dense_index"],
+        "dense_index": idx.manifest.dense_index,
     }
 
 
@@ -221,8 +221,8 @@ def step_replicate(src: Path, dst: Path, factor: int, model: str) -> dict:
     (dst / "corpus").mkdir()
     gen = dst / "index" / "gen-000001"
     gen.mkdir()
-    manifest = json.loads((src_gen / "manifest.json").read_text())
-    src_content = store.content_path(src / "index", manifest)
+    manifest = store.Manifest.read(src_gen).to_dict()
+    src_content = src / "index" / manifest["content"]
     shutil.copy(src_gen / "store.sqlite", gen / "store.sqlite")
     with sqlite3.connect(src_content) as a, sqlite3.connect(dst / "index" / manifest["content"]) as b:
         a.backup(b)  # includes what is still in the source's write-ahead log

@@ -123,8 +123,8 @@ class Verbatim:
     def _use_model_of(self, idx: index_mod.Index) -> None:
         """The manifest is the contract: questions are encoded with the model that built the
         index. A different model named by the user is a one-line error."""
-        built = idx.manifest.get("model", self.settings.model)
-        if built == self.settings.model:
+        built = idx.manifest.model
+        if not idx.manifest.differs(idx.manifest.settings, self.settings.model):
             return
         if self.model_named:
             raise ModelMismatch(

@@ -170,12 +170,13 @@ def cmd_sources(args) -> int:
     v = _service(args)
     docs = v.index().documents()
     if args.json:
-        print(json.dumps({"manifest": v.index().manifest, "documents": docs}, indent=2, ensure_ascii=False))
+        print(json.dumps({"manifest": v.index().manifest.to_dict(), "documents": docs}, indent=2,
+                         ensure_ascii=False))
         return 0
     m = v.index().manifest
-    bm = m.get("bm25", {})
-    print(f"{len(docs)} documents, {m['counts']['chunks']} passages; model {m['model']}; built {m['created']}")
-    print(f"dense index: {m['dense_index']}")
+    bm = m.bm25
+    print(f"{len(docs)} documents, {m.counts['chunks']} passages; model {m.model}; built {m.created}")
+    print(f"dense index: {m.dense_index}")
     print(f"BM25: base of {bm.get('base', 0)} passages + {bm.get('delta', 0)} added since, "
           f"{bm.get('deleted', 0)} deleted since")
     for d in docs:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 
-from .types import FollowUp, Turn
+from .types import Turn
 
 _WORD = re.compile(r"[\w’'][\w’'\-.]*[\w]|[\w]", re.UNICODE)
 

@@ -64,8 +64,9 @@ class DenseChoice:
         return dict(self.__dict__)
 
     @classmethod
-    def from_manifest(cls, manifest: dict | None) -> "DenseChoice":
-        d = (manifest or {}).get("dense")
+    def from_manifest(cls, manifest) -> "DenseChoice":
+        """The choice a generation's ``Manifest`` records (the default without one)."""
+        d = manifest.dense if manifest is not None else None
         return cls(**d) if isinstance(d, dict) else cls()
 
     @classmethod

@@ -17,7 +17,6 @@ import math
 import os
 import random
 import re
-import statistics
 import string
 import sys
 import time

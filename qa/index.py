@@ -21,7 +21,7 @@ from .errors import IndexMissing
 from .types import Sentence, Source
 from .dense import DenseChoice
 from .sparse import Sparse, tokenize as bm25_tokenize  # noqa: F401  (answering reads it from here)
-from .store import SCHEMA_VERSION, connect, content_path, ends_with, hold_current
+from .store import Manifest, connect, content_path, ends_with, hold_current
 
 
 @dataclass
@@ -44,15 +44,13 @@ class Index:
 
         gen, held = hold_current(index_dir)
         try:
-            manifest = json.loads((gen / "manifest.json").read_text())
+            manifest = Manifest.read(gen)
+        except ValueError as err:
+            os.close(held)
+            raise IndexMissing(f"the index in {index_dir} cannot be used: {err}; run `qa index` to rebuild it") from None
         except BaseException:
             os.close(held)
             raise
-        if manifest.get("schema") != SCHEMA_VERSION:
-            raise IndexMissing(
-                f"the index in {index_dir} was built by another version of Verbatim; "
-                "run `qa index` to rebuild it"
-            )
         dense = faiss.read_index(str(gen / "dense.faiss"))
         choice = DenseChoice.from_manifest(manifest)
         if choice.kind == "ivf":
@@ -137,7 +135,7 @@ class Index:
 
     def chunk_vectors(self, chunk_ids: np.ndarray) -> np.ndarray:
         """The stored (fp16) vectors of ``chunk_ids``, in that order."""
-        dim = int(self.manifest["dim"])
+        dim = self.manifest.dim
         ids = [int(c) for c in chunk_ids]
         rows = dict(self.db().execute(f"SELECT id, emb FROM chunks WHERE id IN ({','.join('?' * len(ids))})", ids))
         return np.array([np.frombuffer(rows[c], dtype=np.float16, count=dim) for c in ids],
@@ -145,7 +143,7 @@ class Index:
 
     def best_sentence_cosines(self, chunk_ids: list[int], qvec: np.ndarray) -> dict[int, float]:
         """For each passage, the highest cosine of one of its sentences with ``qvec``."""
-        dim = int(self.manifest["dim"])
+        dim = self.manifest.dim
         ids = [int(c) for c in chunk_ids]
         rows = self.db().execute(
             "SELECT c.id, s.emb FROM chunks c JOIN sentences s ON s.doc_id = c.doc_id "
@@ -185,7 +183,7 @@ class Index:
             "WHERE doc_id=? AND idx BETWEEN ? AND ? ORDER BY idx",
             (doc_id, first, last),
         ).fetchall()
-        dim = int(self.manifest["dim"])
+        dim = self.manifest.dim
         return [
             (
                 idx,

@@ -27,6 +27,7 @@ import json
 import os
 import shutil
 import sqlite3
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -75,8 +76,8 @@ def connect(gen_dir: Path, content: Path, readonly: bool = True) -> sqlite3.Conn
     return conn
 
 
-def content_path(index_dir: Path, manifest: dict) -> Path:
-    return index_dir / manifest["content"]
+def content_path(index_dir: Path, manifest: "Manifest") -> Path:
+    return index_dir / manifest.content
 
 
 Progress = Callable[[str], None]
@@ -150,24 +151,70 @@ def ends_with(name: str) -> str:
     return "%/" + name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+@dataclass(frozen=True)
+class Manifest:
+    """A generation's manifest.json, typed: what built the index is what queries it."""
+
+    schema: int
+    content: str  # the content store's file name
+    settings: dict  # IndexSettings.to_dict() of the build
+    model: str  # the embedding model: questions are encoded with it
+    dim: int
+    counts: dict  # documents, paths, chunks, sentences
+    dense: dict  # DenseChoice.to_dict()
+    dense_index: str  # that choice in words
+    bm25: dict
+    created: str
+    versions: dict
+
+    @classmethod
+    def read(cls, gen: Path) -> "Manifest":
+        """The manifest of generation ``gen``; ValueError (one line) when unreadable or of another
+        schema (an index built by another version of Verbatim)."""
+        try:
+            d = json.loads((gen / "manifest.json").read_text())
+        except (OSError, ValueError) as err:
+            raise ValueError(f"its manifest cannot be read ({err})") from None
+        if not isinstance(d, dict) or d.get("schema") != SCHEMA_VERSION:
+            raise ValueError("it was built by another version of Verbatim")
+        try:
+            return cls(**{f: d[f] for f in cls.__dataclass_fields__})
+        except KeyError as err:
+            raise ValueError(f"its manifest lacks {err}") from None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def differs(self, settings: dict, model: str, dim: int | None = None) -> str:
+        """The one compatibility check: why an index built as this manifest says cannot serve
+        ``model`` (and ``settings``, when building), or "" when it can."""
+        if self.model != model or (dim is not None and self.dim != dim):
+            return f"the embedding model changed from {self.model} to {model}"
+        if self.settings != settings:
+            return "the chunking settings changed"
+        return ""
+
+
+def live_manifest(index_dir: Path) -> Manifest | None:
+    """The live generation's manifest; None without a usable one (none, or another version's)."""
+    gen = current_generation(index_dir)
+    if gen is None:
+        return None
+    try:
+        return Manifest.read(gen)
+    except ValueError:
+        return None
+
+
 def built_with(index_dir: Path) -> str | None:
     """The embedding model of the live generation (its manifest), or None without one."""
-    gen = current_generation(index_dir)
-    try:
-        return json.loads((gen / "manifest.json").read_text()).get("model") if gen else None
-    except (OSError, ValueError):
-        return None
+    m = live_manifest(index_dir)
+    return m.model if m else None
 
 
 def index_is_current(index_dir: Path) -> bool:
     """An index exists and was written with this version's schema."""
-    gen = current_generation(index_dir)
-    if gen is None:
-        return False
-    try:
-        return json.loads((gen / "manifest.json").read_text()).get("schema") == SCHEMA_VERSION
-    except (OSError, ValueError):
-        return False
+    return live_manifest(index_dir) is not None
 
 
 def meta_row(meta: Metadata, furniture) -> tuple:

@@ -36,7 +36,7 @@ from .errors import BadDocument
 from .types import Document, Sentence
 from .dense import DenseChoice, build_dense
 from .sparse import Sparse
-from .store import (PATHS_SCHEMA, SCHEMA_VERSION, Progress, WriteLock, connect, content_path, create_content,
+from .store import (PATHS_SCHEMA, Manifest, SCHEMA_VERSION, Progress, WriteLock, connect, content_path, create_content,
                     current_generation, drop_unheld, fsync_dir, meta_row, new_content_name, new_gen_name,
                     remove_stale, versions)
 
@@ -189,13 +189,17 @@ def sync(
     with WriteLock(index_dir, wait=wait, on_wait=log):
         live = current_generation(index_dir)
         remove_stale(index_dir, keep=live)
-        old_manifest = json.loads((live / "manifest.json").read_text()) if live else None
-        if old_manifest is not None:
-            reason = _rebuild_reason(old_manifest, settings, encoder)
+        old_manifest = None
+        if live is not None:
+            try:
+                old_manifest = Manifest.read(live)
+                reason = old_manifest.differs(settings.to_dict(), encoder.name, encoder.dim)
+            except ValueError as err:
+                reason = f"the index cannot be updated ({err})"
             if reason:
                 report.rebuilt_reason = reason
                 log(f"{reason}: rebuilding the whole index")
-                live = None
+                live = old_manifest = None
 
         known: dict[str, tuple] = {}
         if live is not None:
@@ -278,29 +282,21 @@ def sync(
         else:
             bm25_info = sparse.write_delta(gen, live, live_sparse, bm25_chunks, removed_chunk_ids)
 
-        manifest = {
-            "schema": SCHEMA_VERSION,
-            "content": content.name,
-            "settings": settings.to_dict(),
-            "model": encoder.name,
-            "dim": encoder.dim,
-            "versions": versions(),
-            "counts": manifest_counts,
-            "dense_index": choice.describe(),
-            "dense": choice.to_dict(),
-            "bm25": bm25_info,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
+        manifest = Manifest(
+            schema=SCHEMA_VERSION, content=content.name, settings=settings.to_dict(), model=encoder.name,
+            dim=encoder.dim, counts=manifest_counts, dense=choice.to_dict(), dense_index=choice.describe(),
+            bm25=bm25_info, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), versions=versions(),
+        )
         _publish(index_dir, gen, manifest)
         report.generation = gen.name
         report.seconds = time.perf_counter() - t0
         return report
 
 
-def _publish(index_dir: Path, gen: Path, manifest: dict) -> None:
+def _publish(index_dir: Path, gen: Path, manifest: Manifest) -> None:
     """Make ``gen`` the live generation: its manifest written, every file durable, then CURRENT
     replaced atomically; older generations no reader holds are removed."""
-    (gen / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    (gen / "manifest.json").write_text(json.dumps(manifest.to_dict(), indent=2))
     for p in gen.rglob("*"):
         if p.is_file():
             with open(p, "rb") as fh:
@@ -315,7 +311,7 @@ def _publish(index_dir: Path, gen: Path, manifest: dict) -> None:
     remove_stale(index_dir, keep=gen)
 
 
-def _write_dense(conn, gen: Path, live: Path | None, old_manifest: dict | None, n_chunks: int,
+def _write_dense(conn, gen: Path, live: Path | None, old_manifest: Manifest | None, n_chunks: int,
                  removed: list[int], new_ids: list[int], new_vecs: np.ndarray, dim: int, log) -> DenseChoice:
     """The generation's dense.faiss: the live one minus removed vectors, plus new ones; rebuilt
     from the stored vectors when the size calls for another kind of index (see DenseChoice)."""
@@ -374,16 +370,6 @@ def _plan(known: dict[str, tuple], docs: dict[str, Entry], old_docs: set[str], r
     report.removed = sorted(p for p in known if p not in docs and p not in renamed_from)
     stamps_changed = any(known.get(p, (None, None, None))[2] != docs[p].stamp for p in differs)
     return differs, to_add, to_remove, stamps_changed
-
-
-def _rebuild_reason(manifest: dict, settings: IndexSettings, encoder: Encoder) -> str:
-    if manifest.get("schema") != SCHEMA_VERSION:
-        return "the index was built by another version of Verbatim"
-    if manifest.get("model") != encoder.name or manifest.get("dim") != encoder.dim:
-        return f"the embedding model changed from {manifest.get('model')} to {encoder.name}"
-    if manifest.get("settings") != settings.to_dict():
-        return "the chunking settings changed"
-    return ""
 
 
 def _bm25_chunks(conn, chunk_ids: list[int] | None) -> list[tuple[int, str]]:

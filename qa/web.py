@@ -315,8 +315,8 @@ class WebApp:
             m = self.service.index().manifest
         except VerbatimError as err:
             return str(err)
-        return (f"{m['counts']['documents']} documents · {m['counts']['chunks']} passages · "
-                f"index updated {m['created'].replace('T', ' ')[:16]}")
+        return (f"{m.counts['documents']} documents · {m.counts['chunks']} passages · "
+                f"index updated {m.created.replace('T', ' ')[:16]}")
 
     # -- asking
 
@@ -330,7 +330,7 @@ class WebApp:
             raise BadQuestion(f"top must be a whole number from 1 to 50 (got {top!r})") from None
         if not 1 <= top <= 50:
             raise BadQuestion(f"top must be a whole number from 1 to 50 (got {top})")
-        n_docs = self.service.index().manifest["counts"]["documents"]
+        n_docs = self.service.index().manifest.counts["documents"]
         chosen = None if not sources or len(set(sources)) >= n_docs else frozenset(sources)
         flt = Filter(doc_ids=chosen, date_from=(date_from or "").strip(), date_to=(date_to or "").strip())
         return self.service.ask(question, top=int(top), flt=flt, history=parse_history(history)).to_dict()

@@ -32,7 +32,7 @@ def squad_service(tmp_path, monkeypatch):
 
 
 def _exact_top(idx, q, k):
-    ids, vecs = dense_mod.stored_vectors(idx.db(), int(idx.manifest["dim"]))
+    ids, vecs = dense_mod.stored_vectors(idx.db(), idx.manifest.dim)
     order = np.argsort(-(vecs @ q), kind="stable")[:k]
     return ids[order].tolist()
 
@@ -41,20 +41,20 @@ def test_small_index_is_exact(hashing_service):
     hashing_service.sync()
     idx = hashing_service.index()
     assert idx.dense_choice.kind == "flat"
-    assert "exact" in idx.manifest["dense_index"]
+    assert "exact" in idx.manifest.dense_index
 
 
 def test_large_index_becomes_ivf_tuned_and_recorded(squad_service):
     squad_service.sync()
     idx = squad_service.index()
     choice = idx.dense_choice
-    n = idx.manifest["counts"]["chunks"]
+    n = idx.manifest.counts["chunks"]
     assert n > 300 and choice.kind == "ivf"
     assert choice.trained_on == n and choice.nlist == dense_mod.nlist(n)
     # tuned to the target, or probing (almost) every list
     assert choice.recall_at_10 >= dense_mod.RECALL_TARGET or choice.nprobe >= choice.nlist // 2
     assert faiss.extract_index_ivf(idx.dense).nprobe == choice.nprobe
-    assert f"nprobe {choice.nprobe}" in idx.manifest["dense_index"]
+    assert f"nprobe {choice.nprobe}" in idx.manifest.dense_index
     # real questions: the approximate top 10 mostly equals the exact top 10
     qs = ["What did the Normans conquer?", "Which team won Super Bowl 50?", "Where is the Rhine?"]
     enc = squad_service.query_encoder
@@ -96,7 +96,7 @@ def test_shrinking_below_half_the_threshold_returns_to_exact(squad_service):
     squad_service.sync()
     idx = squad_service.index()
     assert idx.dense_choice.kind == "flat"
-    assert idx.dense.ntotal == idx.manifest["counts"]["chunks"]
+    assert idx.dense.ntotal == idx.manifest.counts["chunks"]
 
 
 def test_recall_at_k():

@@ -167,7 +167,7 @@ def test_settings_change_forces_rebuild(hashing_service, corpus_copy, tmp_path):
     r = v2.sync(log=msgs.append)
     assert r.rebuilt_reason == "the chunking settings changed"
     assert any("rebuilding" in m for m in msgs)
-    assert v2.index().manifest["settings"]["chunk_sentences"] == 3
+    assert v2.index().manifest.settings["chunk_sentences"] == 3
     v3 = Verbatim(corpus_copy, hashing_service.index_dir, root=tmp_path,
                   settings=IndexSettings(model="hashing-128", chunk_sentences=3))
     assert "embedding model changed" in v3.sync().rebuilt_reason
@@ -295,7 +295,7 @@ def test_bm25_delta_tracks_adds_and_deletes_like_a_rebuild(hashing_service, corp
     monkeypatch.setattr(sparse, "MIN_BASE", 0)
     monkeypatch.setattr(sparse, "REBUILD_SHARE", 10.0)
     hashing_service.sync()
-    base = hashing_service.index().manifest["bm25"]
+    base = hashing_service.index().manifest.bm25
     assert base["delta"] == 0 and base["deleted"] == 0
     base_file = hashing_service.index().gen_dir / "bm25_ids.npy"
     inode = base_file.stat().st_ino
@@ -304,7 +304,7 @@ def test_bm25_delta_tracks_adds_and_deletes_like_a_rebuild(hashing_service, corp
         "The quokka lives on Rottnest Island. Tumen River crossings were watched by quokkas.\n")
     hashing_service.sync()
     idx = hashing_service.index()
-    info = idx.manifest["bm25"]
+    info = idx.manifest.bm25
     assert info["base"] == base["base"] and info["delta"] >= 1 and info["deleted"] >= 1
     ids = set(idx.chunk_ids())
     assert idx.sparse.live_ids() == ids
@@ -330,8 +330,8 @@ def test_bm25_base_is_rebuilt_once_the_delta_is_large(hashing_service, corpus_co
     hashing_service.sync()
     (corpus_copy / "big.txt").write_text(" ".join(f"Sentence number {i} is here." for i in range(300)))
     hashing_service.sync()  # more than 10% new passages: a new base
-    info = hashing_service.index().manifest["bm25"]
-    assert info["delta"] == 0 and info["base"] == hashing_service.index().manifest["counts"]["chunks"]
+    info = hashing_service.index().manifest.bm25
+    assert info["delta"] == 0 and info["base"] == hashing_service.index().manifest.counts["chunks"]
 
 
 def test_syncing_only_the_touched_files_converges_with_a_full_scan(hashing_service, corpus_copy, tmp_path):
@@ -406,3 +406,24 @@ def test_a_generation_a_reader_holds_is_kept_until_it_lets_go(hashing_service, c
     (corpus_copy / "extra2.txt").write_text("Another sentence about Dandong.")
     hashing_service.sync()
     assert not gen_dir.exists()
+
+
+def test_the_manifest_is_typed_and_one_check_decides_what_an_index_can_serve(hashing_service):
+    from qa.errors import IndexMissing
+    from qa.index import Index
+
+    hashing_service.sync()
+    m = hashing_service.index().manifest
+    assert isinstance(m, store.Manifest) and m.model == "hashing-256" and m.dim == 256
+    assert m.differs(m.settings, "hashing-256", 256) == ""
+    assert m.differs(m.settings, "all-MiniLM-L6-v2") == "the embedding model changed from hashing-256 to all-MiniLM-L6-v2"
+    assert m.differs({**m.settings, "chunk_sentences": 3}, "hashing-256") == "the chunking settings changed"
+    # a damaged manifest: a one-line error for readers, and the next sync rebuilds
+    gen = store.current_generation(hashing_service.index_dir)
+    (gen / "manifest.json").write_text("{")
+    with pytest.raises(IndexMissing, match=r"cannot be used: its manifest cannot be read .*run `qa index`"):
+        Index.load(hashing_service.index_dir)
+    assert not store.index_is_current(hashing_service.index_dir)
+    r = hashing_service.sync()
+    assert r.rebuilt_reason.startswith("the index cannot be updated (its manifest cannot be read")
+    assert Index.load(hashing_service.index_dir).manifest.counts["documents"] == 5

@@ -71,7 +71,7 @@ def test_sigkill_at_any_point_keeps_a_loadable_index_and_converges(tmp_path):
         p.wait()
         v = _svc(tmp_path)
         idx = index_mod.Index.load(v.index_dir)  # always loadable
-        n_docs = idx.manifest["counts"]["documents"]
+        n_docs = idx.manifest.counts["documents"]
         outcomes.append(n_docs)
         assert n_docs in (150, 150 + 150 - 20)  # the old generation or the complete new one
         res = v.ask("What is the name of the stadium?")
