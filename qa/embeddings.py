@@ -132,7 +132,7 @@ def ort_session(model: Path, spin: bool = True):
 class OnnxEncoder:
     """A mean-pooled, normalised transformer run by ONNX Runtime (no torch import)."""
 
-    def __init__(self, folder: Path, batch_size: int = 64):
+    def __init__(self, folder: Path, batch_size: int = 16, spin: bool = False):
         from tokenizers import Tokenizer
 
         cfg = json.loads((folder / "encoder.json").read_text())
@@ -142,9 +142,17 @@ class OnnxEncoder:
         self._tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self._tok.enable_truncation(int(cfg["max_seq_length"]))
         self._tok.enable_padding()
-        self._sess = ort_session(folder / "model.onnx", spin=False)
+        self._sess = ort_session(folder / "model.onnx", spin=spin)
 
     def _encode(self, texts: Sequence[str]) -> np.ndarray:
+        # batches of similar length (as sentence-transformers does): little padding to compute
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        vecs = self._encode_in_order([texts[i] for i in order])
+        out = np.empty_like(vecs)
+        out[order] = vecs
+        return out
+
+    def _encode_in_order(self, texts: Sequence[str]) -> np.ndarray:
         out = [np.zeros((0, self.dim), dtype=np.float32)]
         for i in range(0, len(texts), self.batch_size):
             encs = self._tok.encode_batch(list(texts[i : i + self.batch_size]))

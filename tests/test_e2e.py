@@ -306,3 +306,34 @@ def test_readme_command_table_and_cli_doc_match_help():
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     assert "| `qa chat` |" in readme and "`--metrics FILE`" in readme
     assert len(readme.encode()) < 12 * 1024
+
+
+@pytest.mark.slow
+def test_documents_are_encoded_through_the_checked_onnx_export_and_an_update_never_imports_torch(
+        real_service, tmp_path):
+    """The export questions use also encodes articles: its vectors are within 1e-5 of the
+    model's on the shipped corpus, and `qa index FILE` adding an article loads no torch."""
+    import shutil
+
+    import numpy as np
+
+    from qa import chunking, corpus
+    from qa.embeddings import OnnxEncoder, SentenceTransformerEncoder
+
+    assert isinstance(real_service.document_encoder, OnnxEncoder)
+    docs = [d for f in sorted(CORPUS.glob("*.txt")) for d in corpus.load_file(f, REPO)]
+    texts = [s.text for d in docs for s in chunking.split_sentences(d, 800)]
+    model = real_service.encoder
+    assert isinstance(model, SentenceTransformerEncoder)
+    diff = np.abs(real_service.document_encoder.encode_documents(texts) - model.encode_documents(texts))
+    assert len(texts) > 150 and float(diff.max()) < 1e-5
+    shutil.copytree(CORPUS, tmp_path / "corpus")
+    shutil.copytree(real_service.index_dir, tmp_path / "index")
+    new = tmp_path / "corpus" / "new.txt"
+    new.write_text("Rescuers in Laos sheltered 14 North Korean women in a safe house near the Mekong in May.\n")
+    code = ("import sys; from qa.cli import main; rc = main(['--corpus', sys.argv[1], '--index', sys.argv[2], "
+            "'index', sys.argv[3]]); print('torch imported' if 'torch' in sys.modules else 'no torch'); sys.exit(rc)")
+    p = subprocess.run([sys.executable, "-c", code, str(tmp_path / "corpus"), str(tmp_path / "index"), str(new)],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "1 added" in p.stdout and p.stdout.strip().endswith("no torch"), p.stdout
