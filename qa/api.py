@@ -142,7 +142,7 @@ class Verbatim:
         self._encoder = self._query_encoder = None
 
     def sync(self, progress: bool = False, log=None, wait: bool = True,
-             rehash: bool = False, only=None) -> sync_mod.SyncReport:
+             rehash: bool = False, only=None, cluster=None) -> sync_mod.SyncReport:
         """Update the index; ``only``: the files known to have changed (None: scan all). Without
         a model named, the index keeps the model it was built with; a named one that differs
         rebuilds it with that model."""
@@ -154,6 +154,7 @@ class Verbatim:
         report = sync_mod.sync(
             self.corpus_dir, self.index_dir, self.settings, self.document_encoder,
             root=self.root, progress=progress, log=log, wait=wait, rehash=rehash, only=only,
+            cluster=cluster, onnx_dir=self.onnx_dir if (self.onnx_dir / "checked").exists() else None,
         )
         if not (self.onnx_dir / "checked").exists() and ensure_onnx_export(self.encoder, self.onnx_dir):
             self._query_encoder = None  # from now on questions and articles go through the export

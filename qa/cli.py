@@ -27,9 +27,15 @@ def _service(args):
 
 
 def cmd_index(args) -> int:
+    cluster = None
+    if args.ray is not None:
+        from .cluster import Cluster
+
+        cluster = Cluster(args.ray or None, args.ray_workers)
+        cluster.check()  # unreachable: one line, before anything is written
     v = _service(args)
     report = v.sync(progress=sys.stderr.isatty(), log=_err, wait=not args.no_wait, rehash=args.rehash,
-                    only=[Path(f) for f in args.files] or None)
+                    only=[Path(f) for f in args.files] or None, cluster=cluster)
     for w in report.warnings:
         _err(f"warning: {w}")
     if args.json:
@@ -283,6 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="read and hash every file, even those whose size and time are unchanged")
     s.add_argument("files", nargs="*", metavar="FILE",
                    help="only look at these files (added, edited or deleted); default: scan the corpus")
+    s.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                   help="embed the new and changed files on a Ray cluster (ray://host:port or host:port; "
+                   "without ADDRESS a local Ray started for the run); needs pip install -e '.[cluster]'")
+    s.add_argument("--ray-workers", type=int, default=0, metavar="N",
+                   help="with --ray: actors embedding at once (default: the cluster's CPUs)")
     s.set_defaults(func=cmd_index)
 
     s = command("ask", help="ask a question")

@@ -56,6 +56,7 @@ class SyncReport:
     sentences_embedded: int = 0
     seconds: float = 0.0
     generation: str = ""
+    cluster_batches: int = 0  # with --ray: result batches streamed back from the cluster
 
     @property
     def changed_anything(self) -> bool:
@@ -175,6 +176,8 @@ def sync(
     wait: bool = True,
     rehash: bool = False,
     only: Iterable[Path | str] | None = None,
+    cluster=None,
+    onnx_dir: Path | None = None,
 ) -> SyncReport:
     """Bring the index in ``index_dir`` in line with ``corpus_dir``; return what changed.
 
@@ -257,9 +260,13 @@ def sync(
                 [(path, docs[path].doc_id, *docs[path].meta, docs[path].stamp)
                  for path in (sorted(docs) if rehash else differs)],
             )
-            new_chunk_ids, new_chunk_vecs = _add_documents(
-                conn, to_add, settings, encoder, progress, report, log
-            )
+            if cluster is not None and to_add:
+                new_chunk_ids, new_chunk_vecs = _add_documents_on(
+                    cluster, conn, to_add, settings, encoder, report, log, onnx_dir)
+            else:
+                new_chunk_ids, new_chunk_vecs = _add_documents(
+                    conn, to_add, settings, encoder, progress, report, log
+                )
             held = conn.execute("SELECT count(*), coalesce(sum(n_chunks), 0), coalesce(sum(n_sentences), 0) "
                                 "FROM documents WHERE doc_id IN (SELECT doc_id FROM paths)").fetchone()
             manifest_counts = dict(
@@ -466,6 +473,40 @@ def _add_documents(conn, docs: list[Document], settings: IndexSettings, encoder:
         flush()
     if bar is not None:
         bar.close()
+    return chunk_ids, np.ascontiguousarray(np.concatenate(chunk_vecs), dtype=np.float32)
+
+
+def _add_documents_on(cluster, conn, docs: list[Document], settings: IndexSettings, encoder: Encoder,
+                      report: SyncReport, log, onnx_dir: Path | None) -> tuple[list[int], np.ndarray]:
+    """``_add_documents`` with the segmenting and embedding done on a Ray cluster
+    (``cluster.py``): the results stream back in document order, a batch at a time, and are
+    written here as they come, in the same rows (and ids) as a local build."""
+    from . import cluster as cluster_mod
+
+    chunk_ids: list[int] = []
+    chunk_vecs: list[np.ndarray] = [np.zeros((0, encoder.dim), dtype=np.float32)]
+    total, done = len(docs), [0]
+
+    def on_batch(n: int) -> None:
+        report.cluster_batches += 1
+        done[0] += n
+        log(f"cluster: {done[0]:,} of {total:,} documents embedded")
+
+    for n, sents, chunks, svecs, cvecs in cluster_mod.embed(
+            docs, cluster, encoder.name, str(onnx_dir or ""), settings.to_dict(), on_batch):
+        d = docs[n]
+        conn.execute("INSERT INTO documents VALUES (?,?,?,?,?)",
+                     (d.doc_id, d.text, len(sents), len(chunks), json.dumps(list(d.pages))))
+        conn.executemany(
+            'INSERT INTO sentences (doc_id, idx, start, "end", kind, emb) VALUES (?,?,?,?,?,?)',
+            [(d.doc_id, j, s, e, kind, v.tobytes()) for j, ((s, e, _, kind), v) in enumerate(zip(sents, svecs))])
+        for (s, e, _, first, last), v in zip(chunks, cvecs):
+            cur = conn.execute('INSERT INTO chunks (doc_id, start, "end", first_sentence, last_sentence, emb) '
+                               "VALUES (?,?,?,?,?,?)", (d.doc_id, s, e, first, last, v.astype(np.float16).tobytes()))
+            chunk_ids.append(int(cur.lastrowid))
+        chunk_vecs.append(np.asarray(cvecs, dtype=np.float32).reshape(-1, encoder.dim))
+        report.sentences_embedded += len(sents)
+        report.chunks_embedded += len(chunks)
     return chunk_ids, np.ascontiguousarray(np.concatenate(chunk_vecs), dtype=np.float32)
 
 
