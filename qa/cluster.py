@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -79,19 +80,24 @@ class _Embedder:
     a subclass with ``config`` set (constructor arguments would live in the object store,
     which an actor restarted after a crash cannot count on)."""
 
-    config: tuple[str, str, dict] = ("", "", {})
+    config: tuple[str, str, dict, int] = ("", "", {}, 0)
 
     def __init__(self):
         from pathlib import Path
 
-        model, onnx_dir, settings = self.config
+        model, onnx_dir, settings, threads = self.config
 
         from .config import IndexSettings
         from .embeddings import OnnxEncoder, load_encoder
 
         folder = Path(onnx_dir) if onnx_dir else None
-        self.encoder = (OnnxEncoder(folder) if folder is not None and (folder / "checked").exists()
-                        else load_encoder(model))
+        # the actors share the machine's cores: each computes on its share, not on all of them
+        if folder is not None and (folder / "checked").exists():
+            self.encoder = OnnxEncoder(folder, threads=threads)
+        else:
+            self.encoder = load_encoder(model)
+            if threads and "torch" in sys.modules:
+                sys.modules["torch"].set_num_threads(threads)
         self.settings = IndexSettings(**settings)
         # test hooks: a pid file per actor (so a test can kill one) and a pause per batch
         self.pids, self.pause = os.environ.get("VERBATIM_TEST_RAY_PIDS"), float(
@@ -132,6 +138,7 @@ def embed(docs: list[Document], cluster: Cluster, model: str, onnx_dir: str, set
             ray.init(num_cpus=cluster.workers or os.cpu_count() or 1, include_dashboard=False,
                      _node_ip_address="127.0.0.1", logging_level=logging.WARNING, log_to_driver=False)
         started = True
+    _quiet()  # ray.init configures its loggers anew
     try:
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True  # chunk ids in document order, as a local build
@@ -140,7 +147,8 @@ def embed(docs: list[Document], cluster: Cluster, model: str, onnx_dir: str, set
         env = {k: v for k, v in os.environ.items() if k.startswith("VERBATIM_")}
         ds = ray.data.from_items([{"n": n, "doc": d} for n, d in enumerate(docs)],
                                  override_num_blocks=max(1, -(-len(docs) // DOCS_PER_BATCH)))
-        embedder = type("Embedder", (_Embedder,), {"config": (model, onnx_dir, settings)})
+        threads = max(1, int(ray.cluster_resources().get("CPU", 1)) // workers) if not cluster.address else 0
+        embedder = type("Embedder", (_Embedder,), {"config": (model, onnx_dir, settings, threads)})
         ds = ds.map_batches(
             embedder, batch_size=DOCS_PER_BATCH, batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=CPUS_PER_ACTOR,

@@ -113,7 +113,7 @@ class SentenceTransformerEncoder:
         }))
 
 
-def ort_session(model: Path, spin: bool = True):
+def ort_session(model: Path, spin: bool = True, threads: int = 0):
     """An ONNX Runtime CPU session for ``model``, without its console chatter.
 
     ``spin=False``: no busy-waiting threads after a run. The question encoder uses it,
@@ -124,6 +124,8 @@ def ort_session(model: Path, spin: bool = True):
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
     if not spin:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
@@ -132,7 +134,7 @@ def ort_session(model: Path, spin: bool = True):
 class OnnxEncoder:
     """A mean-pooled, normalised transformer run by ONNX Runtime (no torch import)."""
 
-    def __init__(self, folder: Path, batch_size: int = 16, spin: bool = False):
+    def __init__(self, folder: Path, batch_size: int = 16, spin: bool = False, threads: int = 0):
         from tokenizers import Tokenizer
 
         cfg = json.loads((folder / "encoder.json").read_text())
@@ -142,7 +144,7 @@ class OnnxEncoder:
         self._tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self._tok.enable_truncation(int(cfg["max_seq_length"]))
         self._tok.enable_padding()
-        self._sess = ort_session(folder / "model.onnx", spin=spin)
+        self._sess = ort_session(folder / "model.onnx", spin=spin, threads=threads)
 
     def _encode(self, texts: Sequence[str]) -> np.ndarray:
         # batches of similar length (as sentence-transformers does): little padding to compute
