@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import REPO, pct, summary  # noqa: E402
+from bench.common import scratch, REPO, pct, summary  # noqa: E402
 
 
 def main() -> None:
@@ -30,8 +28,7 @@ def main() -> None:
 
     dialogues = [json.loads(line) for half in ("tune", "test")
                  for line in (REPO / "eval" / f"dialogues-{half}.jsonl").read_text().splitlines()]
-    tmp = Path(tempfile.mkdtemp(prefix="vb-chat-"))
-    try:
+    with scratch("vb-chat-") as tmp:
         v = Verbatim(REPO / "corpus", tmp / "index", root=REPO)
         v.sync()
         v.ask("Who is Tim Peters?")  # warm: models loaded, first-call costs paid
@@ -58,8 +55,6 @@ def main() -> None:
         print(f"  first turns (standalone)         {summary(first)}  p95 {pct(first, 95):.1f}")
         print(f"  ratio follow-up / in full: median {med(follow) / med(alone):.2f}x, "
               f"p95 {pct(follow, 95) / pct(alone, 95):.2f}x")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

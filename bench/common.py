@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
 import statistics
+import tempfile
 from pathlib import Path
 
-from qa.config import REPO_ROOT as REPO, SQUAD_DIR as SQUAD
+from qa.config import REPO_ROOT as REPO, SQUAD_DIR as SQUAD  # noqa: F401  (REPO: for the benches)
+
+
+@contextlib.contextmanager
+def scratch(prefix: str):
+    """A temporary folder for one bench run, removed afterwards."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def pct(values: list[float], p: float) -> float:

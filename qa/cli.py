@@ -296,27 +296,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --ray: actors embedding at once (default: the cluster's CPUs)")
     s.set_defaults(func=cmd_index)
 
+    def asking(s: argparse.ArgumentParser, json_help: str) -> None:
+        """The options of the commands that ask: ask and chat."""
+        s.add_argument("--top", type=int, default=3, metavar="N", help="number of quotes (default 3)")
+        s.add_argument("--json", action="store_true", help=json_help)
+        s.add_argument("--mode", choices=["hybrid", "dense", "bm25"], default="hybrid")
+        s.add_argument("--source", action="append", metavar="DOC",
+                       help="restrict to a document (id or path); repeatable")
+        s.add_argument("--date-from", metavar="DATE", help="only documents dated on/after YYYY[-MM[-DD]]")
+        s.add_argument("--date-to", metavar="DATE", help="only documents dated on/before YYYY[-MM[-DD]]")
+
     s = command("ask", help="ask a question")
     s.add_argument("question")
-    s.add_argument("--top", type=int, default=3, metavar="N", help="number of quotes (default 3)")
-    s.add_argument("--json", action="store_true", help="print the answer as JSON")
-    s.add_argument("--mode", choices=["hybrid", "dense", "bm25"], default="hybrid")
-    s.add_argument("--source", action="append", metavar="DOC",
-                   help="restrict to a document (id or path); repeatable")
-    s.add_argument("--date-from", metavar="DATE", help="only documents dated on/after YYYY[-MM[-DD]]")
-    s.add_argument("--date-to", metavar="DATE", help="only documents dated on/before YYYY[-MM[-DD]]")
+    asking(s, "print the answer as JSON")
     s.set_defaults(func=cmd_ask)
 
     s = command("chat", help="chat in the terminal, follow-ups read with the earlier questions "
                 "(one question per line from a pipe)")
-    s.add_argument("--top", type=int, default=3, metavar="N", help="number of quotes (default 3)")
-    s.add_argument("--json", action="store_true",
-                   help="print one JSON object per question (the qa ask --json shape)")
-    s.add_argument("--mode", choices=["hybrid", "dense", "bm25"], default="hybrid")
-    s.add_argument("--source", action="append", metavar="DOC",
-                   help="restrict to a document (id or path); repeatable")
-    s.add_argument("--date-from", metavar="DATE", help="only documents dated on/after YYYY[-MM[-DD]]")
-    s.add_argument("--date-to", metavar="DATE", help="only documents dated on/before YYYY[-MM[-DD]]")
+    asking(s, "print one JSON object per question (the qa ask --json shape)")
     s.set_defaults(func=cmd_chat)
 
     s = command("sources", help="list indexed documents")

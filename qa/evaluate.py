@@ -107,11 +107,16 @@ def _slug(title: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", title).strip("_")[:40] or "article"
 
 
+def _lines(path: Path):
+    """(line number, text) of each non-blank line of a JSONL file."""
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            yield n, line
+
+
 def load_jsonl(path: Path) -> list[EvalQuestion]:
     out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
+    for n, line in _lines(path):
         try:
             obj = json.loads(line)
             answers = obj.get("answers", [])
@@ -290,9 +295,7 @@ def load_dialogues(path: Path) -> list[tuple[str, list[DialogueTurn]]]:
     line: a conversation, in order; ``follow_up`` marks a turn that leans on earlier ones, and
     ``full`` is that turn written out so it stands alone."""
     out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
+    for n, line in _lines(path):
         try:
             obj = json.loads(line)
             turns = []
