@@ -142,3 +142,36 @@ def test_without_ray_nothing_imports_it(tmp_path):
     p = subprocess.run([sys.executable, "-c", code, str(CORPUS), str(tmp_path / "idx")],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0 and p.stdout.strip().endswith("False"), p.stdout + p.stderr
+
+
+@pytest.mark.slow
+def test_the_driver_killed_mid_job_leaves_the_previous_generation_live(tmp_path):
+    corpus = _corpus(tmp_path, extra=0)
+    v = _service(tmp_path, corpus, "index")
+    v.sync()
+    before = Index.load(v.index_dir).gen_dir.name
+    for n in range(24):
+        (corpus / f"new-{n:02d}.txt").write_text(f"Report {n}: guards detained {n + 3} people near Dandong.\n")
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    env = {**os.environ, "VERBATIM_TEST_RAY_PIDS": str(pids), "VERBATIM_TEST_RAY_PAUSE": "2"}
+    qa = str(Path(sys.executable).with_name("qa"))
+    driver = subprocess.Popen([qa, "--corpus", str(corpus), "--index", str(v.index_dir), "--model", "hashing-256",
+                               "index", "--ray", "--ray-workers", "1"], env=env, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not list(pids.iterdir()) and time.time() < deadline:
+            time.sleep(0.1)
+        assert list(pids.iterdir()), "no worker started"
+        os.kill(driver.pid, signal.SIGKILL)  # the driver only: its Ray is left to the cleanup below
+        driver.wait(30)
+    finally:
+        try:
+            os.killpg(driver.pid, signal.SIGKILL)  # the local Ray the driver started, same session
+        except ProcessLookupError:
+            pass
+    idx = Index.load(v.index_dir)
+    assert idx.gen_dir.name == before and idx.manifest.counts["documents"] == 5
+    r = v.sync()  # the next sync finishes the job and removes the leftovers
+    assert len(r.added) == 24 and Index.load(v.index_dir).manifest.counts["documents"] == 29
