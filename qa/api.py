@@ -97,9 +97,9 @@ class Verbatim:
     @property
     def document_encoder(self) -> Encoder:
         """The encoder for articles: the questions' one. Through the checked ONNX export the
-        vectors are within 1e-5 of the model's (2.2e-7 on the shipped corpus) at the same speed
-        (71 against 68 texts/s here), and an update never imports torch: a cold `qa index` of one
-        new file takes about a second. The first build uses the model, and exports it."""
+        vectors are within 1e-5 of the model's (2.4e-7 on SQuAD texts) at about the same speed
+        (125 against 129 texts/s, bench/bench_encoders.py), and an update never imports torch: a
+        cold `qa index` of one new file takes 1.3 s. The first build uses the model, and exports it."""
         return self.query_encoder
 
     def answer_calibration(self, reader: bool = True) -> answering.Calibration:
@@ -186,8 +186,8 @@ class Verbatim:
         q = clean_question(question)
         earlier = conversation.earlier_turn(tuple(history))
         cue = conversation.follow_up_cue(q) if earlier is not None else None
-        if cue is not None:
-            read_as = conversation.read_with(q, earlier)
+        read_as = conversation.read_with(q, earlier) if cue is not None else q
+        if read_as != q:  # the earlier turn supplies words: read with them, and say so
             result, passages = self._read(q, read_as, cfg, flt, retrieve)
             return replace(result, follow_up=FollowUp(earlier.question, read_as, cue)), passages
         result, passages = self._read(q, q, cfg, flt, retrieve)

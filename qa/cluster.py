@@ -33,6 +33,7 @@ from .types import Document
 
 DOCS_PER_BATCH = 8  # documents per task: small enough to spread, large enough to batch the encoder
 CPUS_PER_ACTOR = 0.5  # fractional: an actor pool that takes every CPU starves the read tasks
+RETRIES = 3  # actor restarts and task retries: a document that kills every worker fails the build
 
 
 class ClusterError(VerbatimError):
@@ -152,13 +153,18 @@ def embed(docs: list[Document], cluster: Cluster, model: str, onnx_dir: str, set
         ds = ds.map_batches(
             embedder, batch_size=DOCS_PER_BATCH, batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=CPUS_PER_ACTOR,
-            max_restarts=-1, max_task_retries=-1, runtime_env={"env_vars": env},
+            max_restarts=RETRIES, max_task_retries=RETRIES, runtime_env={"env_vars": env},
         )
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            for row in zip(batch["n"], batch["sents"], batch["chunks"], batch["svecs"], batch["cvecs"]):
-                yield int(row[0]), *row[1:]
-            if on_batch is not None:
-                on_batch(len(batch["n"]))
+        try:
+            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                for row in zip(batch["n"], batch["sents"], batch["chunks"], batch["svecs"], batch["cvecs"]):
+                    yield int(row[0]), *row[1:]
+                if on_batch is not None:
+                    on_batch(len(batch["n"]))
+        except Exception as err:  # a worker that cannot load the model, or dies on every retry
+            first = (str(err).strip().splitlines() or [""])[0][:300]
+            raise ClusterError(f"the Ray cluster failed ({type(err).__name__}: {first}); "
+                               "the index is unchanged") from None
     finally:
         if started:
             ray.shutdown()

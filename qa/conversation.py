@@ -27,7 +27,7 @@ import re
 
 from .types import Turn
 
-_WORD = re.compile(r"[\w’'][\w’'\-.]*[\w]|[\w]", re.UNICODE)
+_WORD = re.compile(r"\w+(?:[’'\-.]+\w+)*", re.UNICODE)  # linear (a run of quotes cannot backtrack)
 
 # words that carry no topic: question words, auxiliaries, pronouns, articles, prepositions
 _FUNCTION = frozenset("""

@@ -267,7 +267,8 @@ def parse_text(text: str, path: str, sidecar: dict | None = None, warnings=(),
     if len(text) > MAX_TEXT_CHARS:
         raise BadDocument(
             f"{path}: {len(text) / 1e6:.1f} million characters of text, over the {MAX_TEXT_CHARS // 10**6} million "
-            f"one file may hold; split it into smaller files (for a text file: split -C 15m FILE FILE-part-); skipped")
+            f"one file may hold; split it into smaller files (for a text file: split -C 15m "
+            f"--additional-suffix=.txt FILE FILE-part-); skipped")
     sidecar = sidecar or {}
     extra = sidecar.get("furniture") or ()
     if isinstance(extra, str):

@@ -80,6 +80,9 @@ class Reading:
         return best
 
 
+MAX_QUESTION_TOKENS = 64  # of the reader's window (max_len 192, stride 64): the rest is passage
+
+
 class Reader:
     def __init__(self, folder: Path = MODEL_DIR):
         from tokenizers import Tokenizer
@@ -93,11 +96,19 @@ class Reader:
         self._tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self._tok.no_padding()
         self._tok.enable_truncation(self.max_len, stride=self.stride, strategy="only_second")
+        self._qtok = Tokenizer.from_file(str(folder / "tokenizer.json"))  # questions, untruncated
+        self._qtok.no_padding()
+        self._qtok.no_truncation()
         self._sess = ort_session(folder / "reader.int8.onnx")
         self._lock = threading.Lock()
 
     def read(self, question: str, passages: list[tuple[str, int, str]]) -> Reading:
-        """Read ``(doc_id, doc_start, passage_text)`` windows for ``question``."""
+        """Read ``(doc_id, doc_start, passage_text)`` windows for ``question``. A question longer
+        than MAX_QUESTION_TOKENS is read by its first ones (the window must leave room for the
+        passage: the tokenizer fails outright on a question that fills it)."""
+        ids = self._qtok.encode(question, add_special_tokens=False)
+        if len(ids.ids) > MAX_QUESTION_TOKENS:
+            question = question[: ids.offsets[MAX_QUESTION_TOKENS - 1][1]]
         encs, owners = [], []
         for k, (_, _, text) in enumerate(passages):
             enc = self._tok.encode(question, text)

@@ -186,3 +186,21 @@ def test_qa_eval_on_a_dialogue_set_reports_follow_ups_against_full_questions(rea
     assert col["questions"] == 3 and set(col["by_kind"]) >= {"first turn", "follow-up", "follow-up written in full"}
     html = report.read_text()
     assert "Dialogues, turn by turn" in html and "What were they doing there?" in html
+
+
+def test_words_are_found_in_linear_time_and_a_cue_without_words_to_add_is_not_a_follow_up(hashing_service):
+    assert content_words("'" * 4000) == [] and content_words("Kim Jong-un's U.S. visit") == ["Kim", "Jong-un's", "U.S", "visit"]
+    hashing_service.sync()
+    res = hashing_service.ask("Why?", history=[Turn("Why?")])  # nothing the earlier turn can add
+    assert res.follow_up is None and res.to_dict()["follow_up"] is None
+
+
+@pytest.mark.slow
+def test_a_long_question_and_its_follow_up_are_read_not_crashed_on(real_service):
+    """The reader reads a long question by its first 64 tokens (its tokenizer fails on a
+    question that fills the window); a follow-up appends words to it, through any front end."""
+    first = real_service.ask("Who chairs the North Korean Freedom Coalition " + "and what about the refugees " * 20)
+    res = real_service.ask("What does she say awaits defectors?", history=[first.turn()])
+    assert res.follow_up is not None
+    huge = Turn("x " + "-".join(["word"] * 600))
+    assert real_service.ask("What does she say awaits defectors?", history=[huge]).follow_up is not None

@@ -197,7 +197,7 @@ def test_a_file_with_more_text_than_the_limit_is_skipped_with_how_to_split_it(sv
     r = svc.sync()
     assert r.added == ["corpus/fine.txt"]
     assert any(s.startswith("corpus/huge.txt: 0.1 million characters of text, over the 0 million")
-               and "split -C" in s for s in r.skipped), r.skipped
+               and "split -C 15m --additional-suffix=.txt" in s for s in r.skipped), r.skipped
 
 
 def test_a_long_update_logs_its_progress_when_not_on_a_terminal(svc, monkeypatch):
