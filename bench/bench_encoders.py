@@ -28,14 +28,15 @@ def main() -> None:
     import numpy as np
 
     from qa import chunking
+    from qa.config import IndexSettings
     from qa.corpus import parse_text
     from qa.embeddings import OnnxEncoder, ensure_onnx_export, load_encoder
 
     texts: list[str] = []
     for n, (_, para) in enumerate(squad_paragraphs()):
         doc = parse_text(para, f"p{n}.txt")
-        sents = chunking.split_sentences(doc, 800)
-        texts += [s.text for s in sents] + [c.text for c in chunking.make_chunks(doc, sents, 4, 1)]
+        sents, chunks = chunking.segment(doc, IndexSettings())
+        texts += [s.text for s in sents] + [c.text for c in chunks]
         if len(texts) >= a.texts:
             break
     texts = texts[: a.texts]

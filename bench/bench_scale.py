@@ -64,10 +64,10 @@ def _questions(n: int) -> list[str]:
 
 def _passages_of(text: str) -> int:
     from qa import chunking, corpus
+    from qa.config import IndexSettings
 
     doc = corpus.parse_text(text + "\n", "x.txt")
-    sents = chunking.split_sentences(doc, 800)
-    return len(chunking.make_chunks(doc, sents, 4, 1))
+    return len(chunking.segment(doc, IndexSettings())[1])
 
 
 def make_corpus(folder: Path, target: int) -> tuple[int, int]:

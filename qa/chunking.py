@@ -152,3 +152,11 @@ def make_chunks(
                 break
             i += step
     return chunks
+
+
+def segment(doc: Document, settings) -> tuple[list[Sentence], list[Chunk]]:
+    """A document's sentences and chunks as ``settings`` (``IndexSettings``) say: what the
+    index stores for it, wherever it is computed (locally, or on a Ray worker)."""
+    sents = split_sentences(doc, settings.max_sentence_chars)
+    return sents, make_chunks(doc, sents, settings.chunk_sentences, settings.chunk_overlap)
+

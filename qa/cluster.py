@@ -111,11 +111,10 @@ class _Embedder:
 
         out: dict[str, list] = {"n": [], "sents": [], "chunks": [], "svecs": [], "cvecs": []}
         for n, doc in zip(batch["n"], batch["doc"]):
-            sents = chunking.split_sentences(doc, self.settings.max_sentence_chars)
-            chunks = chunking.make_chunks(doc, sents, self.settings.chunk_sentences, self.settings.chunk_overlap)
+            sents, chunks = chunking.segment(doc, self.settings)
             out["n"].append(int(n))
-            out["sents"].append([(s.start, s.end, s.text, s.kind) for s in sents])
-            out["chunks"].append([(c.start, c.end, c.text, c.first_sentence, c.last_sentence) for c in chunks])
+            out["sents"].append(sents)
+            out["chunks"].append(chunks)
             out["svecs"].append(self.encoder.encode_documents([s.text for s in sents]).astype(np.float16))
             out["cvecs"].append(self.encoder.encode_documents([c.text for c in chunks]))
         if self.pause:

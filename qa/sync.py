@@ -33,7 +33,7 @@ from . import chunking, corpus, sparse
 from .config import IndexSettings
 from .embeddings import Encoder
 from .errors import BadDocument
-from .types import Document, Sentence
+from .types import Chunk, Document, Sentence
 from .dense import DenseChoice, build_dense
 from .sparse import Sparse
 from .store import (PATHS_SCHEMA, Manifest, SCHEMA_VERSION, Progress, WriteLock, connect, content_path, create_content,
@@ -403,6 +403,30 @@ def _chunk_texts(conn, rows: list[tuple[int, str, int, int]]) -> list[tuple[int,
     return out
 
 
+def _insert_document(conn, d: Document, n_sentences: int, n_chunks: int) -> None:
+    conn.execute("INSERT INTO documents VALUES (?,?,?,?,?)",
+                 (d.doc_id, d.text, n_sentences, n_chunks, json.dumps(list(d.pages))))
+
+
+def _insert_sentences(conn, rows: list[tuple[Document, int, Sentence]], vecs: np.ndarray) -> None:
+    """(document, index in it, sentence) rows with their vectors, stored as fp16."""
+    conn.executemany(
+        'INSERT INTO sentences (doc_id, idx, start, "end", kind, emb) VALUES (?,?,?,?,?,?)',
+        [(d.doc_id, j, s.start, s.end, s.kind, v.astype(np.float16).tobytes()) for (d, j, s), v in zip(rows, vecs)])
+
+
+def _insert_chunks(conn, rows: list[tuple[Document, Chunk]], vecs: np.ndarray) -> list[int]:
+    """(document, chunk) rows with their vectors, stored as fp16; their new ids, in order."""
+    ids = []
+    for (d, c), v in zip(rows, vecs):
+        cur = conn.execute('INSERT INTO chunks (doc_id, start, "end", first_sentence, last_sentence, emb) '
+                           "VALUES (?,?,?,?,?,?)",
+                           (d.doc_id, c.start, c.end, c.first_sentence, c.last_sentence,
+                            v.astype(np.float16).tobytes()))
+        ids.append(int(cur.lastrowid))
+    return ids
+
+
 def _add_documents(conn, docs: list[Document], settings: IndexSettings, encoder: Encoder,
                    progress: bool, report: SyncReport, log=None) -> tuple[list[int], np.ndarray]:
     """Insert documents with their sentences and chunks; return new chunk ids and vectors.
@@ -423,8 +447,7 @@ def _add_documents(conn, docs: list[Document], settings: IndexSettings, encoder:
         sents = [(d, i, s) for d, ss, _ in group for i, s in enumerate(ss)]
         chunks = [(d, c) for d, _, cs in group for c in cs]
         for d, ss, cs in group:
-            conn.execute("INSERT INTO documents VALUES (?,?,?,?,?)",
-                         (d.doc_id, d.text, len(ss), len(cs), json.dumps(list(d.pages))))
+            _insert_document(conn, d, len(ss), len(cs))
         chars, texts, shown = sum(len(d.text) for d, _, _ in group), len(sents) + len(chunks), [0, 0]
 
         def advance(n: int) -> None:  # progress within the group, in its characters
@@ -438,32 +461,21 @@ def _add_documents(conn, docs: list[Document], settings: IndexSettings, encoder:
 
         for i in range(0, len(sents), _BATCH):
             part = sents[i : i + _BATCH]
-            vecs = encoder.encode_documents([s.text for _, _, s in part]).astype(np.float16)
-            conn.executemany(
-                'INSERT INTO sentences (doc_id, idx, start, "end", kind, emb) VALUES (?,?,?,?,?,?)',
-                [(d.doc_id, j, s.start, s.end, s.kind, v.tobytes()) for (d, j, s), v in zip(part, vecs)],
-            )
+            _insert_sentences(conn, part, encoder.encode_documents([s.text for _, _, s in part]))
             report.sentences_embedded += len(part)
             advance(len(part))
         for i in range(0, len(chunks), _BATCH):
             part = chunks[i : i + _BATCH]
             vecs = encoder.encode_documents([c.text for _, c in part])
             chunk_vecs.append(vecs)
-            for (d, c), v in zip(part, vecs):
-                cur = conn.execute(
-                    'INSERT INTO chunks (doc_id, start, "end", first_sentence, last_sentence, emb) '
-                    "VALUES (?,?,?,?,?,?)",
-                    (d.doc_id, c.start, c.end, c.first_sentence, c.last_sentence,
-                     v.astype(np.float16).tobytes()))
-                chunk_ids.append(int(cur.lastrowid))
+            chunk_ids.extend(_insert_chunks(conn, part, vecs))
             report.chunks_embedded += len(part)
             advance(len(part))
         group.clear()
 
     pending = 0
     for doc in docs:
-        sents = chunking.split_sentences(doc, settings.max_sentence_chars)
-        chunks = chunking.make_chunks(doc, sents, settings.chunk_sentences, settings.chunk_overlap)
+        sents, chunks = chunking.segment(doc, settings)
         group.append((doc, sents, chunks))
         pending += len(sents)
         if pending >= _BATCH:
@@ -495,15 +507,9 @@ def _add_documents_on(cluster, conn, docs: list[Document], settings: IndexSettin
     for n, sents, chunks, svecs, cvecs in cluster_mod.embed(
             docs, cluster, encoder.name, str(onnx_dir or ""), settings.to_dict(), on_batch):
         d = docs[n]
-        conn.execute("INSERT INTO documents VALUES (?,?,?,?,?)",
-                     (d.doc_id, d.text, len(sents), len(chunks), json.dumps(list(d.pages))))
-        conn.executemany(
-            'INSERT INTO sentences (doc_id, idx, start, "end", kind, emb) VALUES (?,?,?,?,?,?)',
-            [(d.doc_id, j, s, e, kind, v.tobytes()) for j, ((s, e, _, kind), v) in enumerate(zip(sents, svecs))])
-        for (s, e, _, first, last), v in zip(chunks, cvecs):
-            cur = conn.execute('INSERT INTO chunks (doc_id, start, "end", first_sentence, last_sentence, emb) '
-                               "VALUES (?,?,?,?,?,?)", (d.doc_id, s, e, first, last, v.astype(np.float16).tobytes()))
-            chunk_ids.append(int(cur.lastrowid))
+        _insert_document(conn, d, len(sents), len(chunks))
+        _insert_sentences(conn, [(d, j, s) for j, s in enumerate(sents)], svecs)
+        chunk_ids.extend(_insert_chunks(conn, [(d, c) for c in chunks], cvecs))
         chunk_vecs.append(np.asarray(cvecs, dtype=np.float32).reshape(-1, encoder.dim))
         report.sentences_embedded += len(sents)
         report.chunks_embedded += len(chunks)
