@@ -112,7 +112,7 @@ class Calibration:
                     and sum(w) > 0):
                 warnings.warn(f"{path}: fusion_weights must be three non-negative numbers; using the default calibration")
                 return cls()
-            fields["fusion_weights"] = tuple(w) if w else None
+            fields["fusion_weights"] = tuple(w)
         if fields.get("quote_model") is not None:
             try:
                 fields["quote_model"] = NoAnswerModel.from_dict(fields["quote_model"], QUOTE_FEATURES)

@@ -132,7 +132,7 @@ class Verbatim:
         """The manifest is the contract: questions are encoded with the model that built the
         index. A different model named by the user is a one-line error."""
         built = idx.manifest.model
-        if not idx.manifest.differs(idx.manifest.settings, self.settings.model):
+        if not idx.manifest.differs(self.settings.model):
             return
         if self.model_named:
             raise ModelMismatch(
@@ -184,7 +184,7 @@ class Verbatim:
         the rest are there for retrieval metrics.
         """
         q = clean_question(question)
-        earlier = conversation.earlier_turn(tuple(history))
+        earlier = history[-1] if history else None  # a follow-up leans on the last turn
         cue = conversation.follow_up_cue(q) if earlier is not None else None
         read_as = conversation.read_with(q, earlier) if cue is not None else q
         if read_as != q:  # the earlier turn supplies words: read with them, and say so

@@ -22,7 +22,7 @@ def _service(args):
     from .api import Verbatim
     from .config import IndexSettings
 
-    settings = IndexSettings(model=args.model) if getattr(args, "model", None) else None
+    settings = IndexSettings.named(getattr(args, "model", None))
     return Verbatim(Path(args.corpus), Path(args.index), settings=settings)
 
 
@@ -163,7 +163,7 @@ def cmd_chat(args) -> int:
             else:
                 _err(str(err))
             continue
-        history.append(res.turn())
+        history = [res.turn()]  # a follow-up is read with the last turn
         if args.json:
             print(json.dumps(res.to_dict(), ensure_ascii=False), flush=True)
         else:

@@ -37,6 +37,11 @@ class IndexSettings:
         return asdict(self)
 
     @classmethod
+    def named(cls, model: str | None) -> "IndexSettings | None":
+        """The settings of a model the user named (--model), or None: the index's own."""
+        return cls(model=model) if model else None
+
+    @classmethod
     def from_env(cls) -> "IndexSettings":
         return cls(model=os.environ.get("VERBATIM_MODEL", DEFAULT_MODEL))
 

@@ -163,8 +163,3 @@ def read_with(question: str, turn: Turn) -> str:
             extra.append(w)
     extra = extra[:MAX_CONTEXT_WORDS]
     return question if not extra else f"{question} {' '.join(extra)}"
-
-
-def earlier_turn(history: tuple[Turn, ...] | list[Turn]) -> Turn | None:
-    """The turn a follow-up leans on: the last one."""
-    return history[-1] if history else None

@@ -109,13 +109,16 @@ def decode(data: bytes, name: str = "") -> tuple[str, list[str]]:
 
 
 def is_calendar_date(iso: str) -> bool:
-    """Whether YYYY, YYYY-MM or YYYY-MM-DD names a real year, month or day (not 2024-13-45)."""
+    """Whether ``iso`` is written YYYY, YYYY-MM or YYYY-MM-DD and names a real year, month or
+    day (not 2024-13-45, not " 024")."""
+    if not _ISO_RE.match(iso):
+        return False
     parts = iso.split("-")
     try:
         datetime(int(parts[0]), int(parts[1]) if len(parts) > 1 else 1, int(parts[2]) if len(parts) > 2 else 1)
     except (ValueError, IndexError):
         return False
-    return len(parts[0]) == 4 and all(len(x) == 2 for x in parts[1:])
+    return True
 
 
 def normalise_date(value: str) -> str:

@@ -134,7 +134,7 @@ def ort_session(model: Path, spin: bool = True, threads: int = 0):
 class OnnxEncoder:
     """A mean-pooled, normalised transformer run by ONNX Runtime (no torch import)."""
 
-    def __init__(self, folder: Path, batch_size: int = 16, spin: bool = False, threads: int = 0):
+    def __init__(self, folder: Path, batch_size: int = 16, threads: int = 0):
         from tokenizers import Tokenizer
 
         cfg = json.loads((folder / "encoder.json").read_text())
@@ -144,7 +144,7 @@ class OnnxEncoder:
         self._tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self._tok.enable_truncation(int(cfg["max_seq_length"]))
         self._tok.enable_padding()
-        self._sess = ort_session(folder / "model.onnx", spin=spin, threads=threads)
+        self._sess = ort_session(folder / "model.onnx", spin=False, threads=threads)
 
     def _encode(self, texts: Sequence[str]) -> np.ndarray:
         # batches of similar length (as sentence-transformers does): little padding to compute

@@ -91,16 +91,19 @@ class EvalQuestion:
         return bool(self.answers)
 
 
-_WH = ("why", "how", "what", "which", "who", "whom", "whose", "when", "where")
+_WH = ("why", "how", "what", "which", "who", "when", "where")
 
 
 def question_word(question: str) -> str:
     """The kind of a question without a ``kind`` field: its first wh-word ("why", "how", ...;
     "In what year ..." is a "what" question), else "other". "whom"/"whose" count as "who"."""
-    for w in re.findall(r"[a-z]+", question.lower()):
-        if w in _WH:
-            return "who" if w in ("whom", "whose") else w
-    return "other"
+    from .answering import _LEAD_WH
+
+    m = _LEAD_WH.search(question)
+    if m is None:
+        return "other"
+    w = m.group(1).lower()
+    return "who" if w in ("whom", "whose") else w
 
 
 def _slug(title: str) -> str:
@@ -284,9 +287,10 @@ def is_dialogue_file(path: Path) -> bool:
     for line in path.read_text(encoding="utf-8").splitlines():
         if line.strip():
             try:
-                return isinstance(json.loads(line), dict) and "turns" in json.loads(line)
+                first = json.loads(line)
             except ValueError:
                 return False
+            return isinstance(first, dict) and "turns" in first
     return False
 
 
@@ -828,7 +832,7 @@ def _settings(args):
     """The index settings of a model named with --model (None: the index's own)."""
     from .config import IndexSettings
 
-    return IndexSettings(model=args.model) if getattr(args, "model", None) else None
+    return IndexSettings.named(getattr(args, "model", None))
 
 
 def _log(msg: str) -> None:

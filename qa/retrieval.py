@@ -34,11 +34,9 @@ class Filter:
     date_to: str = ""
 
     def __post_init__(self) -> None:
-        import re
-
         for name in ("date_from", "date_to"):
             v = getattr(self, name)
-            if v and not (re.fullmatch(r"\d{4}(-\d{2}(-\d{2})?)?", v) and is_calendar_date(v)):
+            if v and not is_calendar_date(v):
                 raise BadQuestion(f"dates must be real dates written like 2024-08-23, 2024-08 or 2024 (got {v!r})")
 
     @property

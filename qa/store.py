@@ -185,12 +185,12 @@ class Manifest:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def differs(self, settings: dict, model: str, dim: int | None = None) -> str:
+    def differs(self, model: str, dim: int | None = None, settings: dict | None = None) -> str:
         """The one compatibility check: why an index built as this manifest says cannot serve
-        ``model`` (and ``settings``, when building), or "" when it can."""
+        ``model`` (and ``dim`` and ``settings``, when building), or "" when it can."""
         if self.model != model or (dim is not None and self.dim != dim):
             return f"the embedding model changed from {self.model} to {model}"
-        if self.settings != settings:
+        if settings is not None and self.settings != settings:
             return "the chunking settings changed"
         return ""
 

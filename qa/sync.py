@@ -196,7 +196,7 @@ def sync(
         if live is not None:
             try:
                 old_manifest = Manifest.read(live)
-                reason = old_manifest.differs(settings.to_dict(), encoder.name, encoder.dim)
+                reason = old_manifest.differs(encoder.name, encoder.dim, settings.to_dict())
             except ValueError as err:
                 reason = f"the index cannot be updated ({err})"
             if reason:

@@ -174,7 +174,6 @@ class Turn:
     question: str  # as the user typed it
     read_as: str = ""  # as it was searched and read ("" : as typed)
     answer: str = ""  # the answer words of the quote that answered it ("" : none, or refused)
-    quote: str = ""  # the quote that answered it ("" : refused)
 
     @classmethod
     def from_dict(cls, d: dict | str) -> "Turn":
@@ -184,13 +183,13 @@ class Turn:
             return cls(d)
         if not isinstance(d, dict) or not isinstance(d.get("question"), str):
             raise TypeError("each earlier turn must be a question, or an object with a \"question\"")
-        read_as, answer, quote = d.get("read_as") or "", d.get("answer") or "", d.get("quote") or ""
-        if not all(isinstance(x, str) for x in (read_as, answer, quote)):
-            raise TypeError("an earlier turn's \"read_as\", \"answer\" and \"quote\" must be text")
-        return cls(d["question"], read_as, answer, quote)
+        read_as, answer = d.get("read_as") or "", d.get("answer") or ""
+        if not isinstance(read_as, str) or not isinstance(answer, str):
+            raise TypeError("an earlier turn's \"read_as\" and \"answer\" must be text")
+        return cls(d["question"], read_as, answer)
 
     def to_dict(self) -> dict:
-        return {"question": self.question, "read_as": self.read_as, "answer": self.answer, "quote": self.quote}
+        return {"question": self.question, "read_as": self.read_as, "answer": self.answer}
 
 
 @dataclass(frozen=True)
@@ -226,10 +225,8 @@ class AskResult:
 
     def turn(self) -> Turn:
         """This question and its answer as an earlier turn for the next question."""
-        first = self.answers[0] if self.answers else None
-        if first is None:
-            return Turn(self.question, self.read_as)
-        return Turn(self.question, self.read_as, first.answer or "", first.text)
+        answer = (self.answers[0].answer or "") if self.answers else ""
+        return Turn(self.question, self.read_as, answer)
 
     def to_dict(self) -> dict:
         return {

@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 from urllib.parse import quote as urlquote
 
-from .answering import percent
+from .answering import LIKELY, MAY, RELATED, percent
 from .api import Verbatim
 from .errors import BadQuestion, VerbatimError
 from .config import MAX_QUESTION_CHARS
@@ -63,8 +63,8 @@ def error_reply(err: Exception) -> str:
 def confidence_label(a: dict) -> str:
     """The quote's label in words ("likely answers", "may answer", "related, not an answer"),
     set from its calibrated probability by the ask path, with that probability beside it."""
-    words = a.get("label") or "related, not an answer"
-    kind = {"likely answers": "likely", "may answer": "may"}.get(words, "related")
+    words = a.get("label") or RELATED
+    kind = {LIKELY: "likely", MAY: "may"}.get(words, "related")
     p = a.get("probability")
     pct = "" if p is None else f" ({percent(p)} likely to answer)"
     return f"<span class='vb-rel vb-rel-{kind}'>{esc(words)}</span><span class='vb-prob'>{esc(pct)}</span>"
@@ -232,7 +232,9 @@ document.addEventListener('click', function (ev) {
 </script>"""
 
 
-MAX_HISTORY = 50  # earlier turns taken from a client (only the last is read)
+
+
+MAX_HISTORY = 50  # earlier turns a client may send, each checked (a follow-up reads the last)
 
 
 def parse_history(history: object) -> tuple[Turn, ...]:
@@ -333,7 +335,7 @@ class WebApp:
         n_docs = self.service.index().manifest.counts["documents"]
         chosen = None if not sources or len(set(sources)) >= n_docs else frozenset(sources)
         flt = Filter(doc_ids=chosen, date_from=(date_from or "").strip(), date_to=(date_to or "").strip())
-        return self.service.ask(question, top=int(top), flt=flt, history=parse_history(history)).to_dict()
+        return self.service.ask(question, top=top, flt=flt, history=parse_history(history)).to_dict()
 
     def chat(self, message: str, history: list, sources: list[str], date_from: str, date_to: str,
              turns: list | None = None):
@@ -351,7 +353,7 @@ class WebApp:
             try:
                 result = self.ask_json(message, 3, sources, date_from, date_to, history=turns)
                 reply = render_answer(result)
-                turns = (turns + [result["turn"]])[-MAX_HISTORY:]
+                turns = [result["turn"]]  # what the next question is read with
             except VerbatimError as err:
                 reply = error_reply(err)
             except ValueError as err:
@@ -499,7 +501,7 @@ def serve(corpus_dir: Path, index_dir: Path, host: str = "127.0.0.1", port: int 
     check_port(host, port)  # before the index is built or "running at" is printed
     from .config import IndexSettings
 
-    service = Verbatim(corpus_dir, index_dir, settings=IndexSettings(model=model) if model else None)
+    service = Verbatim(corpus_dir, index_dir, settings=IndexSettings.named(model))
     built = service.ensure_index(log=print)
     if built is not None:
         print(f"built the index: {built.summary()}")

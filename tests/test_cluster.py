@@ -1,6 +1,7 @@
 """`qa index --ray`: the rows step on a local Ray cluster the tests start (127.0.0.1 only),
 against a single-process build of the same corpus."""
 
+import importlib.util
 import json
 import os
 import shutil
@@ -20,7 +21,7 @@ from qa.index import Index
 
 from .conftest import CORPUS, SQUAD
 
-pytest.importorskip("ray")
+needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray is not installed")
 
 QUESTIONS = ["How many North Korean refugees did China forcibly repatriate in October 2023?",
              "Who chairs the North Korean Freedom Coalition?", "What did the Normans speak?"]
@@ -73,6 +74,7 @@ def _answers(v: Verbatim) -> list:
     return out
 
 
+@needs_ray
 @pytest.mark.slow
 def test_a_ray_build_equals_a_local_build_and_updates_stay_incremental(tmp_path):
     from qa.cluster import Cluster
@@ -97,6 +99,7 @@ def test_a_ray_build_equals_a_local_build_and_updates_stay_incremental(tmp_path)
     _same(_content(ray_built), _content(local))
 
 
+@needs_ray
 @pytest.mark.slow
 def test_a_worker_killed_mid_job_is_retried_and_the_build_still_equals_a_clean_one(tmp_path, monkeypatch):
     from qa.cluster import Cluster
@@ -127,6 +130,7 @@ def test_a_worker_killed_mid_job_is_retried_and_the_build_still_equals_a_clean_o
     _same(_content(v), _content(clean))
 
 
+@needs_ray
 def test_an_unreachable_cluster_is_one_line_before_anything_is_written(tmp_path):
     qa = str(Path(sys.executable).with_name("qa"))
     p = subprocess.run([qa, "--corpus", str(CORPUS), "--index", str(tmp_path / "idx"), "--model", "hashing-256",
@@ -144,6 +148,7 @@ def test_without_ray_nothing_imports_it(tmp_path):
     assert p.returncode == 0 and p.stdout.strip().endswith("False"), p.stdout + p.stderr
 
 
+@needs_ray
 @pytest.mark.slow
 def test_the_driver_killed_mid_job_leaves_the_previous_generation_live(tmp_path):
     corpus = _corpus(tmp_path, extra=0)

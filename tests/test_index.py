@@ -415,9 +415,9 @@ def test_the_manifest_is_typed_and_one_check_decides_what_an_index_can_serve(has
     hashing_service.sync()
     m = hashing_service.index().manifest
     assert isinstance(m, store.Manifest) and m.model == "hashing-256" and m.dim == 256
-    assert m.differs(m.settings, "hashing-256", 256) == ""
-    assert m.differs(m.settings, "all-MiniLM-L6-v2") == "the embedding model changed from hashing-256 to all-MiniLM-L6-v2"
-    assert m.differs({**m.settings, "chunk_sentences": 3}, "hashing-256") == "the chunking settings changed"
+    assert m.differs("hashing-256", 256, m.settings) == "" and m.differs("hashing-256") == ""
+    assert m.differs("all-MiniLM-L6-v2") == "the embedding model changed from hashing-256 to all-MiniLM-L6-v2"
+    assert m.differs("hashing-256", 256, {**m.settings, "chunk_sentences": 3}) == "the chunking settings changed"
     # a damaged manifest: a one-line error for readers, and the next sync rebuilds
     gen = store.current_generation(hashing_service.index_dir)
     (gen / "manifest.json").write_text("{")

@@ -132,7 +132,9 @@ def test_convex_fusion_is_bounded_and_its_ends_are_the_single_retrievers(ds, bs,
 
 def test_fuse_without_weights_is_rrf():
     d, b = ([1, 2], [0.9, 0.1]), ([2, 3], [5.0, 1.0])
-    assert retrieval.fuse(d, b, rrf_k=60) == retrieval.rrf([d[0], b[0]], 60, [d[1], b[1]])
+    fused = retrieval.fuse(d, b, rrf_k=60)
+    assert fused[2] == pytest.approx(1 / 62 + 1 / 61)  # second in dense, first in BM25
+    assert fused[1] == pytest.approx(1 / 61) and fused[3] == pytest.approx(1 / 62)
 
 
 def test_sentence_signal_is_each_passages_best_sentence(hashing_service):
