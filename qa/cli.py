@@ -45,7 +45,8 @@ def cmd_index(args) -> int:
     for a, b in report.renamed:
         print(f"  renamed {a} -> {b} (not re-embedded)")
     if report.chunks_embedded:
-        print(f"  embedded {report.chunks_embedded} passages and {report.sentences_embedded} sentences")
+        pooled = f" ({report.sentences_pooled} read within their passage)" if report.sentences_pooled else ""
+        print(f"  embedded {report.chunks_embedded} passages and {report.sentences_embedded} sentences{pooled}")
     return 0
 
 

@@ -108,24 +108,28 @@ class _Embedder:
 
     def __call__(self, batch: dict) -> dict:
         from . import chunking
+        from .embeddings import embed_segments
 
-        out: dict[str, list] = {"n": [], "sents": [], "chunks": [], "svecs": [], "cvecs": []}
-        for n, doc in zip(batch["n"], batch["doc"]):
-            sents, chunks = chunking.segment(doc, self.settings)
-            out["n"].append(int(n))
-            out["sents"].append(sents)
-            out["chunks"].append(chunks)
-            out["svecs"].append(self.encoder.encode_documents([s.text for s in sents]).astype(np.float16))
-            out["cvecs"].append(self.encoder.encode_documents([c.text for c in chunks]))
+        segs = [chunking.segment(doc, self.settings) for doc in batch["doc"]]
+        svecs = [np.zeros((len(ss), self.encoder.dim), dtype=np.float16) for ss, _ in segs]
+        cvecs = [np.zeros((len(cs), self.encoder.dim), dtype=np.float32) for _, cs in segs]
+        pooled = [0] * len(segs)
+        for kind, refs, vecs in embed_segments(self.encoder, segs, self.settings.sentence_vectors == "passage"):
+            for (i, j), v in zip(refs, vecs):
+                (cvecs if kind == "chunks" else svecs)[i][j] = v
+                pooled[i] += kind == "pooled"
+        out = {"n": [int(n) for n in batch["n"]], "sents": [ss for ss, _ in segs], "chunks": [cs for _, cs in segs],
+               "svecs": svecs, "cvecs": cvecs, "pooled": pooled}
         if self.pause:
             time.sleep(self.pause)
         return {k: np.array(v + [None], dtype=object)[:-1] for k, v in out.items()}
 
 
 def embed(docs: list[Document], cluster: Cluster, model: str, onnx_dir: str, settings: dict,
-          on_batch=None) -> Iterator[tuple[int, list, list, np.ndarray, np.ndarray]]:
-    """(index into ``docs``, sentences, chunks, sentence vectors, chunk vectors) per document,
-    in order, streamed from the cluster a batch at a time."""
+          on_batch=None) -> Iterator[tuple[int, list, list, np.ndarray, np.ndarray, int]]:
+    """(index into ``docs``, sentences, chunks, sentence vectors, chunk vectors, how many of the
+    sentence vectors were pooled from a chunk's pass) per document, in order, streamed from the
+    cluster a batch at a time."""
     _quiet()
     import ray
     import ray.data
@@ -156,7 +160,8 @@ def embed(docs: list[Document], cluster: Cluster, model: str, onnx_dir: str, set
         )
         try:
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                for row in zip(batch["n"], batch["sents"], batch["chunks"], batch["svecs"], batch["cvecs"]):
+                for row in zip(batch["n"], batch["sents"], batch["chunks"], batch["svecs"], batch["cvecs"],
+                               batch["pooled"]):
                     yield int(row[0]), *row[1:]
                 if on_batch is not None:
                     on_batch(len(batch["n"]))

@@ -24,6 +24,9 @@ class IndexSettings:
     chunk_sentences: int = 4
     chunk_overlap: int = 1
     max_sentence_chars: int = 800
+    # "passage": a sentence's vector is pooled from its passage's encoder pass (one pass for
+    # both, and the sentence read in its context); "own": each sentence encoded alone
+    sentence_vectors: str = "passage"
 
     def __post_init__(self) -> None:
         if self.chunk_sentences < 1:
@@ -32,6 +35,8 @@ class IndexSettings:
             raise ValueError("chunk_overlap must be at least 0 and less than chunk_sentences")
         if self.max_sentence_chars < 50:
             raise ValueError("max_sentence_chars must be at least 50")
+        if self.sentence_vectors not in ("passage", "own"):
+            raise ValueError("sentence_vectors must be 'passage' or 'own'")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -31,7 +31,7 @@ import numpy as np
 
 from . import chunking, corpus, sparse
 from .config import IndexSettings
-from .embeddings import Encoder
+from .embeddings import Encoder, embed_segments
 from .errors import BadDocument
 from .types import Chunk, Document, Sentence
 from .dense import DenseChoice, build_dense
@@ -54,6 +54,7 @@ class SyncReport:
     rebuilt_reason: str = ""
     chunks_embedded: int = 0
     sentences_embedded: int = 0
+    sentences_pooled: int = 0  # of those, vectors pooled from their passage's encoder pass
     seconds: float = 0.0
     generation: str = ""
     cluster_batches: int = 0  # with --ray: result batches streamed back from the cluster
@@ -444,11 +445,10 @@ def _add_documents(conn, docs: list[Document], settings: IndexSettings, encoder:
     group: list[tuple[Document, list[Sentence], list]] = []
 
     def flush() -> None:
-        sents = [(d, i, s) for d, ss, _ in group for i, s in enumerate(ss)]
-        chunks = [(d, c) for d, _, cs in group for c in cs]
         for d, ss, cs in group:
             _insert_document(conn, d, len(ss), len(cs))
-        chars, texts, shown = sum(len(d.text) for d, _, _ in group), len(sents) + len(chunks), [0, 0]
+        chars, shown = sum(len(d.text) for d, _, _ in group), [0, 0]
+        texts = sum(len(ss) + len(cs) for _, ss, cs in group)
 
         def advance(n: int) -> None:  # progress within the group, in its characters
             shown[0] += n
@@ -459,18 +459,18 @@ def _add_documents(conn, docs: list[Document], settings: IndexSettings, encoder:
                 steps.update(now - shown[1], report)
             shown[1] = now
 
-        for i in range(0, len(sents), _BATCH):
-            part = sents[i : i + _BATCH]
-            _insert_sentences(conn, part, encoder.encode_documents([s.text for _, _, s in part]))
-            report.sentences_embedded += len(part)
-            advance(len(part))
-        for i in range(0, len(chunks), _BATCH):
-            part = chunks[i : i + _BATCH]
-            vecs = encoder.encode_documents([c.text for _, c in part])
-            chunk_vecs.append(vecs)
-            chunk_ids.extend(_insert_chunks(conn, part, vecs))
-            report.chunks_embedded += len(part)
-            advance(len(part))
+        segs = [(ss, cs) for _, ss, cs in group]
+        for kind, refs, vecs in embed_segments(encoder, segs, settings.sentence_vectors == "passage", _BATCH):
+            if kind == "chunks":
+                rows = [(group[i][0], group[i][2][k]) for i, k in refs]
+                chunk_vecs.append(vecs)
+                chunk_ids.extend(_insert_chunks(conn, rows, vecs))
+                report.chunks_embedded += len(rows)
+            else:
+                _insert_sentences(conn, [(group[i][0], j, group[i][1][j]) for i, j in refs], vecs)
+                report.sentences_embedded += len(refs)
+                report.sentences_pooled += len(refs) if kind == "pooled" else 0
+            advance(len(refs))
         group.clear()
 
     pending = 0
@@ -504,7 +504,7 @@ def _add_documents_on(cluster, conn, docs: list[Document], settings: IndexSettin
         done[0] += n
         log(f"cluster: {done[0]:,} of {total:,} documents embedded")
 
-    for n, sents, chunks, svecs, cvecs in cluster_mod.embed(
+    for n, sents, chunks, svecs, cvecs, pooled in cluster_mod.embed(
             docs, cluster, encoder.name, str(onnx_dir or ""), settings.to_dict(), on_batch):
         d = docs[n]
         _insert_document(conn, d, len(sents), len(chunks))
@@ -512,6 +512,7 @@ def _add_documents_on(cluster, conn, docs: list[Document], settings: IndexSettin
         chunk_ids.extend(_insert_chunks(conn, [(d, c) for c in chunks], cvecs))
         chunk_vecs.append(np.asarray(cvecs, dtype=np.float32).reshape(-1, encoder.dim))
         report.sentences_embedded += len(sents)
+        report.sentences_pooled += int(pooled)
         report.chunks_embedded += len(chunks)
     return chunk_ids, np.ascontiguousarray(np.concatenate(chunk_vecs), dtype=np.float32)
 

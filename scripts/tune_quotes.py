@@ -63,10 +63,13 @@ def quote_row(question: str, cands, golds, present: int, i: int) -> tuple:
 def squad_rows(a, cal: Calibration) -> list[tuple]:
     v, questions, work, _ = tune_corpus(a.paragraphs, a.seed, a.exclude)
     questions = questions[: a.questions]
-    # rows depend on the calibration, the questions, the reader's weights and the feature code
+    # rows depend on the calibration, the questions, the reader's weights, the feature code and
+    # what built the index (its sentence vectors feed the features)
     code = Path(answering.__file__).read_bytes()
     reader = (READER_DIR / "reader.int8.onnx").read_bytes() if (READER_DIR / "reader.int8.onnx").exists() else b""
-    key = hashlib.sha256(repr((asdict(cal), len(questions), QUOTE_FEATURES)).encode() + code + reader).hexdigest()[:10]
+    built = v.index().manifest.settings
+    key = hashlib.sha256(repr((asdict(cal), len(questions), QUOTE_FEATURES, built)).encode() + code + reader
+                         ).hexdigest()[:10]
     cache = work / f"quote-rows-{key}.pkl"
     if cache.exists():
         return pickle.loads(cache.read_bytes())
