@@ -146,11 +146,12 @@ class Verbatim:
         """Update the index; ``only``: the files known to have changed (None: scan all). Without
         a model named, the index keeps the model it was built with; a named one that differs
         rebuilds it with that model."""
-        if not self.model_named:
+        if not self.model_named:  # nothing named: the index keeps what built it
             built = store.built_with(self.index_dir)
-            if built and built != self.settings.model:
-                self.settings = replace(self.settings, model=built)
-                self._encoder = self._query_encoder = None
+            if built and built != self.settings:
+                if built.model != self.settings.model:
+                    self._encoder = self._query_encoder = None
+                self.settings = built
         report = sync_mod.sync(
             self.corpus_dir, self.index_dir, self.settings, self.document_encoder,
             root=self.root, progress=progress, log=log, wait=wait, rehash=rehash, only=only,

@@ -19,10 +19,16 @@ def _err(msg: str) -> None:
 
 
 def _service(args):
+    from dataclasses import replace
+
     from .api import Verbatim
     from .config import IndexSettings
+    from .store import built_with
 
     settings = IndexSettings.named(getattr(args, "model", None))
+    if getattr(args, "sentence_vectors", None):  # the rest stays as the index (or --model) has it
+        base = settings or built_with(Path(args.index)) or IndexSettings.from_env()
+        settings = replace(base, sentence_vectors=args.sentence_vectors)
     return Verbatim(Path(args.corpus), Path(args.index), settings=settings)
 
 
@@ -295,6 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "without ADDRESS a local Ray started for the run); needs pip install -e '.[cluster]'")
     s.add_argument("--ray-workers", type=int, default=0, metavar="N",
                    help="with --ray: actors embedding at once (default: the cluster's CPUs)")
+    s.add_argument("--sentence-vectors", choices=["own", "passage"],
+                   help="own: each sentence encoded alone (the default); passage: pooled from its "
+                   "passage's encoder pass, a build about 2x faster, answers slightly worse (a change rebuilds)")
     s.set_defaults(func=cmd_index)
 
     def asking(s: argparse.ArgumentParser, json_help: str) -> None:

@@ -24,9 +24,11 @@ class IndexSettings:
     chunk_sentences: int = 4
     chunk_overlap: int = 1
     max_sentence_chars: int = 800
-    # "passage": a sentence's vector is pooled from its passage's encoder pass (one pass for
-    # both, and the sentence read in its context); "own": each sentence encoded alone
-    sentence_vectors: str = "passage"
+    # "own": each sentence encoded alone. "passage": a sentence's vector is pooled from its
+    # passage's encoder pass, so a build encodes passages only (x0.46 the old build time on SQuAD
+    # dev), at a measured cost in answers (docs/cluster.md): for archives where embedding is
+    # the bill
+    sentence_vectors: str = "own"
 
     def __post_init__(self) -> None:
         if self.chunk_sentences < 1:
@@ -45,6 +47,11 @@ class IndexSettings:
     def named(cls, model: str | None) -> "IndexSettings | None":
         """The settings of a model the user named (--model), or None: the index's own."""
         return cls(model=model) if model else None
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "IndexSettings":
+        """The settings a manifest records; fields it predates keep their defaults."""
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
     @classmethod
     def from_env(cls) -> "IndexSettings":

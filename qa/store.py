@@ -190,8 +190,12 @@ class Manifest:
         ``model`` (and ``dim`` and ``settings``, when building), or "" when it can."""
         if self.model != model or (dim is not None and self.dim != dim):
             return f"the embedding model changed from {self.model} to {model}"
-        if settings is not None and self.settings != settings:
-            return "the chunking settings changed"
+        if settings is not None:
+            from .config import IndexSettings
+
+            built = IndexSettings.from_dict(self.settings).to_dict()  # fields it predates: their defaults
+            if changed := sorted(k for k in settings.keys() | built.keys() if settings.get(k) != built.get(k)):
+                return f"the index settings changed ({', '.join(changed)})"
         return ""
 
 
@@ -206,10 +210,12 @@ def live_manifest(index_dir: Path) -> Manifest | None:
         return None
 
 
-def built_with(index_dir: Path) -> str | None:
-    """The embedding model of the live generation (its manifest), or None without one."""
+def built_with(index_dir: Path) -> "IndexSettings | None":
+    """The settings (model included) of the live generation (its manifest), or None without one."""
+    from .config import IndexSettings
+
     m = live_manifest(index_dir)
-    return m.model if m else None
+    return IndexSettings.from_dict({**m.settings, "model": m.model}) if m else None
 
 
 def index_is_current(index_dir: Path) -> bool:

@@ -1,5 +1,6 @@
 """Incremental indexing stories, with the deterministic hashing encoder."""
 
+import dataclasses
 import gc
 import json
 import shutil
@@ -123,9 +124,7 @@ def test_add_new_document(hashing_service, corpus_copy):
     calls = hashing_service.encoder.calls
     r = hashing_service.sync()
     assert r.added == ["corpus/new.txt"] and r.unchanged == 5
-    # one encoder pass per passage, and one per sentence that is not read within a passage
-    assert r.sentences_pooled == r.sentences_embedded - 1  # the title line is in no passage
-    assert hashing_service.encoder.calls - calls == r.chunks_embedded + r.sentences_embedded - r.sentences_pooled <= 3
+    assert hashing_service.encoder.calls - calls == r.chunks_embedded + r.sentences_embedded <= 4
     res = hashing_service.ask("How much snow did Zermatt receive in one night?")
     top = (res.answers or res.closest)[0]
     assert "140 centimetres" in top.text and top.source.title == "Snow report"
@@ -167,7 +166,7 @@ def test_settings_change_forces_rebuild(hashing_service, corpus_copy, tmp_path):
                   settings=IndexSettings(model="hashing-256", chunk_sentences=3))
     msgs = []
     r = v2.sync(log=msgs.append)
-    assert r.rebuilt_reason == "the chunking settings changed"
+    assert r.rebuilt_reason == "the index settings changed (chunk_sentences)"
     assert any("rebuilding" in m for m in msgs)
     assert v2.index().manifest.settings["chunk_sentences"] == 3
     v3 = Verbatim(corpus_copy, hashing_service.index_dir, root=tmp_path,
@@ -419,7 +418,12 @@ def test_the_manifest_is_typed_and_one_check_decides_what_an_index_can_serve(has
     assert isinstance(m, store.Manifest) and m.model == "hashing-256" and m.dim == 256
     assert m.differs("hashing-256", 256, m.settings) == "" and m.differs("hashing-256") == ""
     assert m.differs("all-MiniLM-L6-v2") == "the embedding model changed from hashing-256 to all-MiniLM-L6-v2"
-    assert m.differs("hashing-256", 256, {**m.settings, "chunk_sentences": 3}) == "the chunking settings changed"
+    assert m.differs("hashing-256", 256, {**m.settings, "chunk_sentences": 3}) == "the index settings changed (chunk_sentences)"
+    # an index from before sentence vectors could be pooled was built as "own" is: kept as it is
+    old = dataclasses.replace(m, settings={k: v for k, v in m.settings.items() if k != "sentence_vectors"})
+    assert m.settings["sentence_vectors"] == "own" and old.differs("hashing-256", 256, m.settings) == ""
+    assert old.differs("hashing-256", 256, {**m.settings, "sentence_vectors": "passage"}) == \
+        "the index settings changed (sentence_vectors)"
     # a damaged manifest: a one-line error for readers, and the next sync rebuilds
     gen = store.current_generation(hashing_service.index_dir)
     (gen / "manifest.json").write_text("{")
@@ -429,3 +433,28 @@ def test_the_manifest_is_typed_and_one_check_decides_what_an_index_can_serve(has
     r = hashing_service.sync()
     assert r.rebuilt_reason.startswith("the index cannot be updated (its manifest cannot be read")
     assert Index.load(hashing_service.index_dir).manifest.counts["documents"] == 5
+
+
+def test_sentence_vectors_pooled_from_their_passage_are_chosen_once_and_kept(corpus_copy, tmp_path, capsys):
+    """`qa index --sentence-vectors passage`: one encoder pass per passage (its sentences read
+    there), recorded in the manifest; a plain `qa index` keeps it; naming `own` rebuilds."""
+    from qa.cli import main
+
+    index = tmp_path / "pooled"
+    base = ["--corpus", str(corpus_copy), "--index", str(index), "--model", "hashing-256", "index", "--json"]
+    assert main(base + ["--sentence-vectors", "passage"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert 0 < r["sentences_pooled"] <= r["sentences_embedded"]
+    assert store.live_manifest(index).settings["sentence_vectors"] == "passage"
+    (corpus_copy / "new.txt").write_text("Title: Snow report\n\nZermatt received 140 centimetres of snow in one night. "
+                                         "The roads were closed for two days.\n")
+    assert main(["--corpus", str(corpus_copy), "--index", str(index), "index", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["added"] == ["corpus/new.txt"] and not r["rebuilt_reason"] and r["sentences_pooled"] == 2
+    assert store.live_manifest(index).settings["sentence_vectors"] == "passage"
+    v = Verbatim(corpus_copy, index, root=tmp_path)
+    top = v.ask("How much snow did Zermatt receive in one night?").answers[0]
+    assert "140 centimetres" in top.text
+    assert main(["--corpus", str(corpus_copy), "--index", str(index), "index", "--json", "--sentence-vectors", "own"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["rebuilt_reason"] == "the index settings changed (sentence_vectors)" and r["sentences_pooled"] == 0
