@@ -6,10 +6,10 @@ The corpus is SQuAD v1.1 dev's paragraphs (all 2,067 by default), one file each 
 as `qa eval --squad-corpus` writes them. Each build is a fresh `qa index` process (model loading
 and everything a user waits for included) over the same files into an empty index folder; the
 old code is `git archive`d from ``--old`` (default: the commit before the ONNX document encoder
-and the pooled sentence vectors) and run with this virtual environment. This code builds twice:
-as `qa index` does by default (each sentence encoded alone), and with `--sentence-vectors
-passage` (sentence vectors pooled from their passage's pass). With ``--repeats N`` the builds
-alternate, and the medians are compared.
+and the pooled passage vectors) and run with this virtual environment. This code builds twice:
+as `qa index` does by default (a passage's vector pooled from its sentences' encoder passes),
+and with `--passage-vectors own` (each passage encoded alone as well, as the old code did). With
+``--repeats N`` the builds alternate, and the medians are compared.
 """
 
 from __future__ import annotations
@@ -54,8 +54,8 @@ def main() -> None:
         archive = subprocess.run(["git", "-C", str(REPO), "archive", a.old], capture_output=True, check=True)
         subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True)
         print(f"{len(paragraphs):,} SQuAD v1.1 dev paragraphs; old code: {a.old}; {a.repeats} build(s) each")
-        builds = {"old": (old, ()), "new": (REPO, ()), "new, --sentence-vectors passage": (REPO, (
-            "--sentence-vectors", "passage"))}
+        builds = {"old": (old, ()), "new": (REPO, ()), "new, --passage-vectors own": (REPO, (
+            "--passage-vectors", "own"))}
         times: dict[str, list[float]] = {name: [] for name in builds}
         for r in range(a.repeats):
             for n, (name, (code, extra)) in enumerate(builds.items()):

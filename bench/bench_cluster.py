@@ -34,10 +34,10 @@ class Timed:
         finally:
             self.seconds += time.perf_counter() - t
 
-    def encode_passages(self, texts, spans):
+    def encode_sums(self, texts):
         t = time.perf_counter()
         try:
-            return self.inner.encode_passages(texts, spans)
+            return self.inner.encode_sums(texts)
         finally:
             self.seconds += time.perf_counter() - t
 

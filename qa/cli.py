@@ -26,9 +26,9 @@ def _service(args):
     from .store import built_with
 
     settings = IndexSettings.named(getattr(args, "model", None))
-    if getattr(args, "sentence_vectors", None):  # the rest stays as the index (or --model) has it
+    if getattr(args, "passage_vectors", None):  # the rest stays as the index (or --model) has it
         base = settings or built_with(Path(args.index)) or IndexSettings.from_env()
-        settings = replace(base, sentence_vectors=args.sentence_vectors)
+        settings = replace(base, passage_vectors=args.passage_vectors)
     return Verbatim(Path(args.corpus), Path(args.index), settings=settings)
 
 
@@ -51,8 +51,8 @@ def cmd_index(args) -> int:
     for a, b in report.renamed:
         print(f"  renamed {a} -> {b} (not re-embedded)")
     if report.chunks_embedded:
-        pooled = f" ({report.sentences_pooled} read within their passage)" if report.sentences_pooled else ""
-        print(f"  embedded {report.chunks_embedded} passages and {report.sentences_embedded} sentences{pooled}")
+        pooled = f" ({report.chunks_pooled} pooled from their sentences)" if report.chunks_pooled else ""
+        print(f"  embedded {report.chunks_embedded} passages{pooled} and {report.sentences_embedded} sentences")
     return 0
 
 
@@ -301,9 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "without ADDRESS a local Ray started for the run); needs pip install -e '.[cluster]'")
     s.add_argument("--ray-workers", type=int, default=0, metavar="N",
                    help="with --ray: actors embedding at once (default: the cluster's CPUs)")
-    s.add_argument("--sentence-vectors", choices=["own", "passage"],
-                   help="own: each sentence encoded alone (the default); passage: pooled from its "
-                   "passage's encoder pass, a build about 2x faster, answers slightly worse (a change rebuilds)")
+    s.add_argument("--passage-vectors", choices=["sentences", "own"],
+                   help="sentences (the default for a new index): each passage's vector pooled from its "
+                   "sentences' encoder passes; own: each passage encoded alone too, a build about 2x slower "
+                   "(a change rebuilds; a plain qa index keeps the index's)")
     s.set_defaults(func=cmd_index)
 
     def asking(s: argparse.ArgumentParser, json_help: str) -> None:

@@ -114,9 +114,9 @@ class _Embedder:
         svecs = [np.zeros((len(ss), self.encoder.dim), dtype=np.float16) for ss, _ in segs]
         cvecs = [np.zeros((len(cs), self.encoder.dim), dtype=np.float32) for _, cs in segs]
         pooled = [0] * len(segs)
-        for kind, refs, vecs in embed_segments(self.encoder, segs, self.settings.sentence_vectors == "passage"):
+        for kind, refs, vecs in embed_segments(self.encoder, segs, self.settings.passage_vectors == "sentences"):
             for (i, j), v in zip(refs, vecs):
-                (cvecs if kind == "chunks" else svecs)[i][j] = v
+                (svecs if kind == "sentences" else cvecs)[i][j] = v
                 pooled[i] += kind == "pooled"
         out = {"n": [int(n) for n in batch["n"]], "sents": [ss for ss, _ in segs], "chunks": [cs for _, cs in segs],
                "svecs": svecs, "cvecs": cvecs, "pooled": pooled}
@@ -128,8 +128,8 @@ class _Embedder:
 def embed(docs: list[Document], cluster: Cluster, model: str, onnx_dir: str, settings: dict,
           on_batch=None) -> Iterator[tuple[int, list, list, np.ndarray, np.ndarray, int]]:
     """(index into ``docs``, sentences, chunks, sentence vectors, chunk vectors, how many of the
-    sentence vectors were pooled from a chunk's pass) per document, in order, streamed from the
-    cluster a batch at a time."""
+    chunk vectors were pooled from their sentences' passes) per document, in order, streamed from
+    the cluster a batch at a time."""
     _quiet()
     import ray
     import ray.data

@@ -24,11 +24,11 @@ class IndexSettings:
     chunk_sentences: int = 4
     chunk_overlap: int = 1
     max_sentence_chars: int = 800
-    # "own": each sentence encoded alone. "passage": a sentence's vector is pooled from its
-    # passage's encoder pass, so a build encodes passages only (x0.46 the old build time on SQuAD
-    # dev), at a measured cost in answers (docs/cluster.md): for archives where embedding is
-    # the bill
-    sentence_vectors: str = "own"
+    # "sentences": a passage's vector is pooled from its sentences' encoder passes (the mean of
+    # their token states), so a build encodes each sentence once and no passage (x0.44 the old
+    # build time, docs/cluster.md); "own": each passage encoded alone too, as indexes built
+    # before this field were
+    passage_vectors: str = "sentences"
 
     def __post_init__(self) -> None:
         if self.chunk_sentences < 1:
@@ -37,8 +37,8 @@ class IndexSettings:
             raise ValueError("chunk_overlap must be at least 0 and less than chunk_sentences")
         if self.max_sentence_chars < 50:
             raise ValueError("max_sentence_chars must be at least 50")
-        if self.sentence_vectors not in ("passage", "own"):
-            raise ValueError("sentence_vectors must be 'passage' or 'own'")
+        if self.passage_vectors not in ("sentences", "own"):
+            raise ValueError("passage_vectors must be 'sentences' or 'own'")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -50,12 +50,16 @@ class IndexSettings:
 
     @classmethod
     def from_dict(cls, d: dict) -> "IndexSettings":
-        """The settings a manifest records; fields it predates keep their defaults."""
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+        """The settings a manifest records; a field it predates is what was built then."""
+        return cls(**{**_PREDATED, **{k: v for k, v in d.items() if k in cls.__dataclass_fields__}})
 
     @classmethod
     def from_env(cls) -> "IndexSettings":
         return cls(model=os.environ.get("VERBATIM_MODEL", DEFAULT_MODEL))
+
+
+# what an index built before a field existed was built with
+_PREDATED = {"passage_vectors": "own"}
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ import os
 import re
 import threading
 import warnings
+from collections import deque
 from pathlib import Path
 from typing import Protocol, Sequence
 
@@ -40,29 +41,6 @@ class Encoder(Protocol):
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray: ...
 
     def encode_documents(self, texts: Sequence[str], progress: bool = False) -> np.ndarray: ...
-
-
-Spans = Sequence[tuple[int, int]]
-
-
-def pool_spans(text: str, hidden: np.ndarray, offsets, special, spans: Spans) -> np.ndarray:
-    """Mean-pooled, normalised vectors of the tokens inside each (start, end) character span of
-    ``text``, from one encoder pass over it (``hidden``: its token states). A span with no
-    whole token inside it, or cut off by truncation, gets a row of NaN."""
-    out = np.full((len(spans), hidden.shape[-1]), np.nan, dtype=np.float32)
-    real = [t for t, (a, b) in enumerate(offsets) if not special[t] and b > a]
-    if not real:
-        return out
-    starts = np.asarray([offsets[t][0] for t in real])
-    ends = np.asarray([offsets[t][1] for t in real])
-    seen = int(ends[-1])  # the text after this was truncated away, unless it is blank
-    for n, (a, b) in enumerate(spans):
-        lo, hi = int(np.searchsorted(starts, a, "left")), int(np.searchsorted(ends, b, "right"))
-        if hi <= lo or (b > seen and text[seen:b].strip()):
-            continue
-        v = hidden[real[lo:hi]].mean(0)
-        out[n] = v / max(float(np.linalg.norm(v)), 1e-12)
-    return out
 
 
 class SentenceTransformerEncoder:
@@ -105,28 +83,23 @@ class SentenceTransformerEncoder:
     def encode_documents(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
         return self._encode(texts, progress)
 
-    def encode_passages(self, texts: Sequence[str], spans: Sequence[Spans]) -> tuple[np.ndarray, list[np.ndarray]]:
-        """``encode_documents(texts)``, and from the same pass a vector for each span of each
-        text (``pool_spans``): what the ONNX encoder computes, with torch."""
+    def encode_sums(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``encode_documents(texts)``, with each text's sum of token states and its token count
+        (what the mean pooling divided): a passage's vector pools its sentences' (``embed_segments``)."""
         import torch
 
         st = self._model
-        pvecs = np.zeros((len(texts), self.dim), dtype=np.float32)
-        svecs: list[np.ndarray] = [np.zeros((0, self.dim), dtype=np.float32)] * len(texts)
+        vecs = np.zeros((len(texts), self.dim), dtype=np.float32)
+        sums, counts = np.zeros_like(vecs), np.zeros(len(texts), dtype=np.float32)
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         with self._lock, torch.no_grad():
             for i in range(0, len(order), self.batch_size):
                 idx = order[i : i + self.batch_size]
                 feats = st.tokenizer([texts[j] for j in idx], padding=True, truncation=True,
-                                     max_length=st.max_seq_length, return_offsets_mapping=True,
-                                     return_special_tokens_mask=True, return_tensors="pt")
-                offsets, special = feats.pop("offset_mapping").tolist(), feats.pop("special_tokens_mask").tolist()
+                                     max_length=st.max_seq_length, return_tensors="pt")
                 hidden = st[0].auto_model(**feats).last_hidden_state.numpy()
-                pooled = _mean_pool(hidden, feats["attention_mask"].numpy())
-                for k, j in enumerate(idx):
-                    pvecs[j] = pooled[k]
-                    svecs[j] = pool_spans(texts[j], hidden[k], offsets[k], special[k], spans[j])
-        return pvecs, svecs
+                vecs[idx], sums[idx], counts[idx] = _pool(hidden, feats["attention_mask"].numpy())
+        return vecs, sums, counts
 
     def export_onnx(self, dest: Path) -> None:
         """Write the transformer as ONNX (+ tokenizer and pooling settings) into ``dest``."""
@@ -161,12 +134,14 @@ class SentenceTransformerEncoder:
         }))
 
 
-def _mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Sentence-transformers' pooling: the mean of the unmasked token states, normalised."""
+def _pool(hidden: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sentence-transformers' pooling (the mean of the unmasked token states, normalised), with
+    the sums of those states and their counts."""
     m = mask[..., None].astype(np.float32)
-    pooled = (hidden * m).sum(1) / np.maximum(m.sum(1), 1e-9)
+    sums, counts = (hidden * m).sum(1), m[..., 0].sum(1)
+    pooled = sums / np.maximum(counts, 1e-9)[:, None]
     pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
-    return pooled.astype(np.float32)
+    return pooled.astype(np.float32), sums.astype(np.float32), counts.astype(np.float32)
 
 
 def ort_session(model: Path, spin: bool = True, threads: int = 0):
@@ -211,34 +186,30 @@ class OnnxEncoder:
         out[order] = vecs
         return out
 
-    def _run(self, encs) -> tuple[np.ndarray, np.ndarray]:
-        """Token states and pooled vectors of a batch of tokenized texts."""
+    def _run(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Pooled vectors, sums of token states and token counts of a batch of texts."""
+        encs = self._tok.encode_batch(list(texts))
         ids = np.asarray([e.ids for e in encs], dtype=np.int64)
         mask = np.asarray([e.attention_mask for e in encs], dtype=np.int64)
         hidden = self._sess.run(None, {"input_ids": ids, "attention_mask": mask,
                                        "token_type_ids": np.zeros_like(ids)})[0]
-        return hidden, _mean_pool(hidden, mask)
+        return _pool(hidden, mask)
 
     def _encode_in_order(self, texts: Sequence[str]) -> np.ndarray:
         out = [np.zeros((0, self.dim), dtype=np.float32)]
         for i in range(0, len(texts), self.batch_size):
-            out.append(self._run(self._tok.encode_batch(list(texts[i : i + self.batch_size])))[1])
+            out.append(self._run(texts[i : i + self.batch_size])[0])
         return np.ascontiguousarray(np.concatenate(out))
 
-    def encode_passages(self, texts: Sequence[str], spans: Sequence[Spans]) -> tuple[np.ndarray, list[np.ndarray]]:
-        """``encode_documents(texts)``, and from the same pass a vector for each span of each
-        text (``pool_spans``, NaN rows where it cannot)."""
-        pvecs = np.zeros((len(texts), self.dim), dtype=np.float32)
-        svecs: list[np.ndarray] = [np.zeros((0, self.dim), dtype=np.float32)] * len(texts)
+    def encode_sums(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``encode_documents(texts)``, with each text's sum of token states and token count."""
+        vecs = np.zeros((len(texts), self.dim), dtype=np.float32)
+        sums, counts = np.zeros_like(vecs), np.zeros(len(texts), dtype=np.float32)
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         for i in range(0, len(order), self.batch_size):
             idx = order[i : i + self.batch_size]
-            encs = self._tok.encode_batch([texts[j] for j in idx])
-            hidden, pooled = self._run(encs)
-            for k, j in enumerate(idx):
-                pvecs[j] = pooled[k]
-                svecs[j] = pool_spans(texts[j], hidden[k], encs[k].offsets, encs[k].special_tokens_mask, spans[j])
-        return pvecs, svecs
+            vecs[idx], sums[idx], counts[idx] = self._run([texts[j] for j in idx])
+        return vecs, sums, counts
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         return self._encode(texts)
@@ -249,43 +220,46 @@ class OnnxEncoder:
 
 def embed_segments(encoder: Encoder, docs: Sequence[tuple[Sequence[Sentence], Sequence[Chunk]]],
                    pooled: bool, batch: int = 1024):
-    """The vectors of documents' chunks and sentences (``docs``: each one's, as ``chunking.segment``
-    gives them), ``batch`` texts at a time, as ``(kind, refs, vectors)``: ``kind`` is "chunks",
-    "pooled" (sentences, from their chunk's pass) or "sentences" (encoded alone), and ``refs``
-    the (document, chunk or sentence) index of each row.
+    """The vectors of documents' sentences and chunks (``docs``: each one's, as ``chunking.segment``
+    gives them), about ``batch`` texts at a time, as ``(kind, refs, vectors)``: ``kind`` is
+    "sentences", "chunks" (encoded alone) or "pooled" (chunks, from their sentences' passes), and
+    ``refs`` the (document, sentence or chunk) index of each row, in order.
 
-    With ``pooled`` and an encoder that has token states (``encode_passages``), a sentence's
-    vector comes from the pass over its first chunk that holds all of it: the mean of its own
-    tokens' states there. Sentences in no chunk (furniture), or cut off by truncation in each,
-    are encoded alone, as every sentence is without ``pooled``. The rule depends only on the
-    document, so any grouping of documents (one process, Ray workers) gives the same vectors.
+    With ``pooled`` and an encoder that gives its token states' sums (``encode_sums``), a chunk's
+    vector is the mean of its sentences' token states, each sentence encoded alone: the chunk
+    costs no encoder pass of its own, and sentence vectors are exactly what they would be
+    without it. Otherwise each chunk is encoded alone. A chunk's vector depends on its document
+    only, so any grouping of documents (one process, Ray workers) gives the same vectors.
     """
-    chunks = [(i, k, c) for i, (_, cs) in enumerate(docs) for k, c in enumerate(cs)]
-    done = [np.zeros(len(ss), dtype=bool) for ss, _ in docs]
-    pool = pooled and hasattr(encoder, "encode_passages")
-    for n in range(0, len(chunks), batch):
-        part = chunks[n : n + batch]
-        texts = [c.text for _, _, c in part]
+    pool = pooled and hasattr(encoder, "encode_sums")
+    sents = [(i, j, s) for i, (ss, _) in enumerate(docs) for j, s in enumerate(ss)]
+    chunks = deque((i, k, c) for i, (_, cs) in enumerate(docs) for k, c in enumerate(cs))
+    held: dict[tuple[int, int], tuple[np.ndarray, float]] = {}  # sentences a chunk still needs
+    for n in range(0, len(sents), batch):
+        part = sents[n : n + batch]
+        refs = [(i, j) for i, j, _ in part]
         if not pool:
-            yield "chunks", [(i, k) for i, k, _ in part], encoder.encode_documents(texts)
+            yield "sentences", refs, encoder.encode_documents([s.text for _, _, s in part])
             continue
-        spans = [[(s.start - c.start, s.end - c.start) for s in docs[i][0][c.first_sentence : c.last_sentence + 1]]
-                 for i, _, c in part]
-        pvecs, svecs = encoder.encode_passages(texts, spans)
-        yield "chunks", [(i, k) for i, k, _ in part], pvecs
-        refs, rows = [], []
-        for (i, _, c), vecs in zip(part, svecs):
-            for j, v in zip(range(c.first_sentence, c.last_sentence + 1), vecs):
-                if not done[i][j] and not np.isnan(v[0]):
-                    done[i][j] = True
-                    refs.append((i, j))
-                    rows.append(v)
-        if refs:
-            yield "pooled", refs, np.stack(rows)
-    alone = [(i, j) for i, d in enumerate(done) for j in np.flatnonzero(~d).tolist()]
-    for n in range(0, len(alone), batch):
-        part = alone[n : n + batch]
-        yield "sentences", part, encoder.encode_documents([docs[i][0][j].text for i, j in part])
+        vecs, sums, counts = encoder.encode_sums([s.text for _, _, s in part])
+        yield "sentences", refs, vecs
+        held.update(zip(refs, zip(sums, counts)))
+        ready = []
+        while chunks and (chunks[0][0], chunks[0][2].last_sentence) in held:
+            ready.append(chunks.popleft())
+        if ready:
+            rows = np.stack([sum(held[(i, j)][0] for j in range(c.first_sentence, c.last_sentence + 1))
+                             / sum(held[(i, j)][1] for j in range(c.first_sentence, c.last_sentence + 1))
+                             for i, _, c in ready])
+            rows /= np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+            yield "pooled", [(i, k) for i, k, _ in ready], rows.astype(np.float32)
+        if chunks:  # what the chunks to come do not need is let go
+            first = (chunks[0][0], chunks[0][2].first_sentence)
+            held = {ref: v for ref, v in held.items() if ref >= first}
+    rest = list(chunks)  # without pooling every chunk, with it none
+    for n in range(0, len(rest), batch):
+        part = rest[n : n + batch]
+        yield "chunks", [(i, k) for i, k, _ in part], encoder.encode_documents([c.text for _, _, c in part])
 
 
 _PARITY_TEXTS = (
@@ -348,11 +322,15 @@ class HashingEncoder:
         self.dim = dim
         self.calls = 0  # texts encoded so far: lets tests see what was (re-)embedded
 
-    def _vec(self, text: str) -> np.ndarray:
+    def _bag(self, text: str) -> np.ndarray:
         v = np.zeros(self.dim, dtype=np.float32)
         for tok in _TOKEN.findall(text.lower()):
             h = int.from_bytes(hashlib.blake2b(tok.encode(), digest_size=8).digest(), "little")
             v[h % self.dim] += 1.0 if (h >> 63) & 1 else -1.0
+        return v
+
+    def _vec(self, text: str) -> np.ndarray:
+        v = self._bag(text)
         n = float(np.linalg.norm(v))
         return v / n if n else v
 
@@ -365,11 +343,10 @@ class HashingEncoder:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.stack([self._vec(t) for t in texts])
 
-    def encode_passages(self, texts: Sequence[str], spans: Sequence[Spans]) -> tuple[np.ndarray, list[np.ndarray]]:
-        """A bag of words has no context: a span's pooled vector is its own."""
-        return self.encode_documents(texts), [
-            np.stack([self._vec(t[a:b]) for a, b in ss]) if len(ss) else np.zeros((0, self.dim), dtype=np.float32)
-            for t, ss in zip(texts, spans)]
+    def encode_sums(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Bags of words add up: a passage pooled from its sentences' bags is its own bag."""
+        sums = np.stack([self._bag(t) for t in texts]) if texts else np.zeros((0, self.dim), dtype=np.float32)
+        return self.encode_documents(texts), sums, np.ones(len(texts), dtype=np.float32)
 
 
 def resolve_model_path(name: str) -> str:

@@ -54,7 +54,7 @@ class SyncReport:
     rebuilt_reason: str = ""
     chunks_embedded: int = 0
     sentences_embedded: int = 0
-    sentences_pooled: int = 0  # of those, vectors pooled from their passage's encoder pass
+    chunks_pooled: int = 0  # of those, vectors pooled from their sentences' encoder passes
     seconds: float = 0.0
     generation: str = ""
     cluster_batches: int = 0  # with --ray: result batches streamed back from the cluster
@@ -460,16 +460,16 @@ def _add_documents(conn, docs: list[Document], settings: IndexSettings, encoder:
             shown[1] = now
 
         segs = [(ss, cs) for _, ss, cs in group]
-        for kind, refs, vecs in embed_segments(encoder, segs, settings.sentence_vectors == "passage", _BATCH):
-            if kind == "chunks":
+        for kind, refs, vecs in embed_segments(encoder, segs, settings.passage_vectors == "sentences", _BATCH):
+            if kind == "sentences":
+                _insert_sentences(conn, [(group[i][0], j, group[i][1][j]) for i, j in refs], vecs)
+                report.sentences_embedded += len(refs)
+            else:
                 rows = [(group[i][0], group[i][2][k]) for i, k in refs]
                 chunk_vecs.append(vecs)
                 chunk_ids.extend(_insert_chunks(conn, rows, vecs))
                 report.chunks_embedded += len(rows)
-            else:
-                _insert_sentences(conn, [(group[i][0], j, group[i][1][j]) for i, j in refs], vecs)
-                report.sentences_embedded += len(refs)
-                report.sentences_pooled += len(refs) if kind == "pooled" else 0
+                report.chunks_pooled += len(rows) if kind == "pooled" else 0
             advance(len(refs))
         group.clear()
 
@@ -512,7 +512,7 @@ def _add_documents_on(cluster, conn, docs: list[Document], settings: IndexSettin
         chunk_ids.extend(_insert_chunks(conn, [(d, c) for c in chunks], cvecs))
         chunk_vecs.append(np.asarray(cvecs, dtype=np.float32).reshape(-1, encoder.dim))
         report.sentences_embedded += len(sents)
-        report.sentences_pooled += int(pooled)
+        report.chunks_pooled += int(pooled)
         report.chunks_embedded += len(chunks)
     return chunk_ids, np.ascontiguousarray(np.concatenate(chunk_vecs), dtype=np.float32)
 

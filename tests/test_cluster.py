@@ -38,9 +38,9 @@ def _corpus(root: Path, extra: int = 40) -> Path:
     return corpus
 
 
-def _service(root: Path, corpus: Path, name: str, sentence_vectors: str = "own") -> Verbatim:
+def _service(root: Path, corpus: Path, name: str, passage_vectors: str = "sentences") -> Verbatim:
     return Verbatim(corpus, root / name, root=root,
-                    settings=IndexSettings(model="hashing-256", sentence_vectors=sentence_vectors))
+                    settings=IndexSettings(model="hashing-256", passage_vectors=passage_vectors))
 
 
 def _content(v: Verbatim) -> dict:
@@ -77,18 +77,18 @@ def _answers(v: Verbatim) -> list:
 
 @needs_ray
 @pytest.mark.slow
-@pytest.mark.parametrize("sentence_vectors", ["own", "passage"])
-def test_a_ray_build_equals_a_local_build_and_updates_stay_incremental(tmp_path, sentence_vectors):
+@pytest.mark.parametrize("passage_vectors", ["sentences", "own"])
+def test_a_ray_build_equals_a_local_build_and_updates_stay_incremental(tmp_path, passage_vectors):
     from qa.cluster import Cluster
 
     corpus = _corpus(tmp_path)
-    local = _service(tmp_path, corpus, "local", sentence_vectors)
-    ray_built = _service(tmp_path, corpus, "ray", sentence_vectors)
+    local = _service(tmp_path, corpus, "local", passage_vectors)
+    ray_built = _service(tmp_path, corpus, "ray", passage_vectors)
     local.sync()
     said = []
     r = ray_built.sync(cluster=Cluster(None, 2), log=said.append)
     assert r.added and r.chunks_embedded == local.index().manifest.counts["chunks"]
-    assert (r.sentences_pooled > 0) == (sentence_vectors == "passage")
+    assert (r.chunks_pooled == r.chunks_embedded) == (passage_vectors == "sentences") and r.chunks_embedded
     assert r.cluster_batches > 1  # results streamed back batch by batch, not the corpus at once
     assert said[-1] == f"cluster: {len(r.added)} of {len(r.added)} documents embedded"
     _same(_content(ray_built), _content(local))

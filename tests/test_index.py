@@ -124,7 +124,9 @@ def test_add_new_document(hashing_service, corpus_copy):
     calls = hashing_service.encoder.calls
     r = hashing_service.sync()
     assert r.added == ["corpus/new.txt"] and r.unchanged == 5
-    assert hashing_service.encoder.calls - calls == r.chunks_embedded + r.sentences_embedded <= 4
+    # one encoder pass per sentence; the passage's vector is pooled from theirs
+    assert r.chunks_pooled == r.chunks_embedded == 1
+    assert hashing_service.encoder.calls - calls == r.sentences_embedded <= 3
     res = hashing_service.ask("How much snow did Zermatt receive in one night?")
     top = (res.answers or res.closest)[0]
     assert "140 centimetres" in top.text and top.source.title == "Snow report"
@@ -419,11 +421,11 @@ def test_the_manifest_is_typed_and_one_check_decides_what_an_index_can_serve(has
     assert m.differs("hashing-256", 256, m.settings) == "" and m.differs("hashing-256") == ""
     assert m.differs("all-MiniLM-L6-v2") == "the embedding model changed from hashing-256 to all-MiniLM-L6-v2"
     assert m.differs("hashing-256", 256, {**m.settings, "chunk_sentences": 3}) == "the index settings changed (chunk_sentences)"
-    # an index from before sentence vectors could be pooled was built as "own" is: kept as it is
-    old = dataclasses.replace(m, settings={k: v for k, v in m.settings.items() if k != "sentence_vectors"})
-    assert m.settings["sentence_vectors"] == "own" and old.differs("hashing-256", 256, m.settings) == ""
-    assert old.differs("hashing-256", 256, {**m.settings, "sentence_vectors": "passage"}) == \
-        "the index settings changed (sentence_vectors)"
+    # an index from before passage vectors could be pooled was built as "own" is: kept as it is
+    old = dataclasses.replace(m, settings={k: v for k, v in m.settings.items() if k != "passage_vectors"})
+    assert m.settings["passage_vectors"] == "sentences" and old.differs("hashing-256", 256, m.settings) == \
+        "the index settings changed (passage_vectors)"
+    assert old.differs("hashing-256", 256, {**m.settings, "passage_vectors": "own"}) == ""
     # a damaged manifest: a one-line error for readers, and the next sync rebuilds
     gen = store.current_generation(hashing_service.index_dir)
     (gen / "manifest.json").write_text("{")
@@ -435,26 +437,26 @@ def test_the_manifest_is_typed_and_one_check_decides_what_an_index_can_serve(has
     assert Index.load(hashing_service.index_dir).manifest.counts["documents"] == 5
 
 
-def test_sentence_vectors_pooled_from_their_passage_are_chosen_once_and_kept(corpus_copy, tmp_path, capsys):
-    """`qa index --sentence-vectors passage`: one encoder pass per passage (its sentences read
-    there), recorded in the manifest; a plain `qa index` keeps it; naming `own` rebuilds."""
+def test_passage_vectors_are_chosen_once_and_kept(corpus_copy, tmp_path, capsys):
+    """A new index pools each passage's vector from its sentences' passes; `qa index
+    --passage-vectors own` encodes passages alone too, recorded in the manifest; a plain
+    `qa index` keeps what the index has; naming the other rebuilds."""
     from qa.cli import main
 
-    index = tmp_path / "pooled"
-    base = ["--corpus", str(corpus_copy), "--index", str(index), "--model", "hashing-256", "index", "--json"]
-    assert main(base + ["--sentence-vectors", "passage"]) == 0
+    index = tmp_path / "own"
+    args = ["--corpus", str(corpus_copy), "--index", str(index), "--model", "hashing-256", "index", "--json"]
+    assert main(args) == 0
     r = json.loads(capsys.readouterr().out)
-    assert 0 < r["sentences_pooled"] <= r["sentences_embedded"]
-    assert store.live_manifest(index).settings["sentence_vectors"] == "passage"
+    assert r["chunks_pooled"] == r["chunks_embedded"] > 0
+    assert main(args + ["--passage-vectors", "own"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["rebuilt_reason"] == "the index settings changed (passage_vectors)" and r["chunks_pooled"] == 0
+    assert store.live_manifest(index).settings["passage_vectors"] == "own"
     (corpus_copy / "new.txt").write_text("Title: Snow report\n\nZermatt received 140 centimetres of snow in one night. "
                                          "The roads were closed for two days.\n")
     assert main(["--corpus", str(corpus_copy), "--index", str(index), "index", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
-    assert r["added"] == ["corpus/new.txt"] and not r["rebuilt_reason"] and r["sentences_pooled"] == 2
-    assert store.live_manifest(index).settings["sentence_vectors"] == "passage"
-    v = Verbatim(corpus_copy, index, root=tmp_path)
-    top = v.ask("How much snow did Zermatt receive in one night?").answers[0]
+    assert r["added"] == ["corpus/new.txt"] and not r["rebuilt_reason"] and r["chunks_pooled"] == 0
+    assert store.live_manifest(index).settings["passage_vectors"] == "own"
+    top = Verbatim(corpus_copy, index, root=tmp_path).ask("How much snow did Zermatt receive in one night?").answers[0]
     assert "140 centimetres" in top.text
-    assert main(["--corpus", str(corpus_copy), "--index", str(index), "index", "--json", "--sentence-vectors", "own"]) == 0
-    r = json.loads(capsys.readouterr().out)
-    assert r["rebuilt_reason"] == "the index settings changed (sentence_vectors)" and r["sentences_pooled"] == 0
