@@ -14,12 +14,12 @@ import time
 import unicodedata
 from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from . import answering, conversation, index as index_mod, retrieval, store, sync as sync_mod
 from .config import DEFAULT_CORPUS, DEFAULT_INDEX, MAX_QUESTION_CHARS, REPO_ROOT, AskSettings, IndexSettings
-from .embeddings import Encoder, OnnxEncoder, ensure_onnx_export, load_encoder
-from .errors import BadQuestion, IndexMissing, ModelMismatch
+from .embeddings import Encoder, OnnxEncoder, can_pool, ensure_onnx_export, load_encoder
+from .errors import BadQuestion, IndexMissing, ModelMismatch, VerbatimError
 from .retrieval import Filter
 from .types import AskResult, FollowUp, Passage, Turn
 
@@ -50,13 +50,20 @@ class Verbatim:
         settings: IndexSettings | None = None,
         root: Path | None = None,
         calibration: answering.Calibration | None = None,
+        named: Iterable[str] | None = None,
     ):
+        """``named``: the fields of ``settings`` the user chose (--model, --passage-vectors); the
+        others are what built the index, when there is one. Default: all of them when
+        ``settings`` is given, none otherwise (VERBATIM_MODEL names the model)."""
         self.corpus_dir = Path(corpus_dir)
         self.index_dir = Path(index_dir)
         self.settings = settings or IndexSettings.from_env()
-        # a model the user named (--model, VERBATIM_MODEL) must be the index's; otherwise the
-        # index's manifest says which model questions are encoded with
-        self.model_named = settings is not None or bool(os.environ.get("VERBATIM_MODEL"))
+        if named is None:
+            named = IndexSettings.__dataclass_fields__ if settings is not None else ()
+        self.named = frozenset(named) | ({"model"} if os.environ.get("VERBATIM_MODEL") else frozenset())
+        # a model the user named must be the index's; otherwise the index's manifest says which
+        # model questions are encoded with
+        self.model_named = "model" in self.named
         self.root = root or (REPO_ROOT if _inside(self.corpus_dir, REPO_ROOT) else self.corpus_dir.parent)
         self.calibration = calibration or answering.Calibration.load()
         self._index: index_mod.Index | None = None
@@ -143,15 +150,20 @@ class Verbatim:
 
     def sync(self, progress: bool = False, log=None, wait: bool = True,
              rehash: bool = False, only=None, cluster=None) -> sync_mod.SyncReport:
-        """Update the index; ``only``: the files known to have changed (None: scan all). Without
-        a model named, the index keeps the model it was built with; a named one that differs
-        rebuilds it with that model."""
-        if not self.model_named:  # nothing named: the index keeps what built it
-            built = store.built_with(self.index_dir)
-            if built and built != self.settings:
-                if built.model != self.settings.model:
-                    self._encoder = self._query_encoder = None
-                self.settings = built
+        """Update the index; ``only``: the files known to have changed (None: scan all). The
+        index keeps the settings it was built with (its model included) but those named; a
+        named one that differs rebuilds it."""
+        built = store.built_with(self.index_dir)
+        if built is not None:
+            wanted = replace(built, **{f: getattr(self.settings, f) for f in self.named})
+            if wanted.model != self.settings.model:
+                self._encoder = self._query_encoder = None
+            self.settings = wanted
+        if self.settings.passage_vectors == "sentences" and not can_pool(self.document_encoder):
+            if "passage_vectors" in self.named:
+                raise VerbatimError(f"the model {self.settings.model} cannot pool passage vectors from its "
+                                    "sentences (it is not mean-pooled): use --passage-vectors own")
+            self.settings = replace(self.settings, passage_vectors="own")
         report = sync_mod.sync(
             self.corpus_dir, self.index_dir, self.settings, self.document_encoder,
             root=self.root, progress=progress, log=log, wait=wait, rehash=rehash, only=only,

@@ -23,13 +23,11 @@ def _service(args):
 
     from .api import Verbatim
     from .config import IndexSettings
-    from .store import built_with
 
-    settings = IndexSettings.named(getattr(args, "model", None))
-    if getattr(args, "passage_vectors", None):  # the rest stays as the index (or --model) has it
-        base = settings or built_with(Path(args.index)) or IndexSettings.from_env()
-        settings = replace(base, passage_vectors=args.passage_vectors)
-    return Verbatim(Path(args.corpus), Path(args.index), settings=settings)
+    # what the user chose; the rest stays as the index has it (as a new index has it, without one)
+    chosen = {f: v for f in ("model", "passage_vectors") if (v := getattr(args, f, None))}
+    settings = replace(IndexSettings.from_env(), **chosen) if chosen else None
+    return Verbatim(Path(args.corpus), Path(args.index), settings=settings, named=chosen)
 
 
 def cmd_index(args) -> int:
@@ -303,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --ray: actors embedding at once (default: the cluster's CPUs)")
     s.add_argument("--passage-vectors", choices=["sentences", "own"],
                    help="sentences (the default for a new index): each passage's vector pooled from its "
-                   "sentences' encoder passes; own: each passage encoded alone too, a build about 2x slower "
+                   "sentences' encoder passes; own: each passage encoded alone too, a build 1.7x slower "
                    "(a change rebuilds; a plain qa index keeps the index's)")
     s.set_defaults(func=cmd_index)
 

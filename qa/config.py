@@ -50,8 +50,14 @@ class IndexSettings:
 
     @classmethod
     def from_dict(cls, d: dict) -> "IndexSettings":
-        """The settings a manifest records; a field it predates is what was built then."""
+        """The settings a manifest records; a field it predates is what was built then (one this
+        version does not know is left out: ``Manifest.differs`` sees it, and rebuilds)."""
         return cls(**{**_PREDATED, **{k: v for k, v in d.items() if k in cls.__dataclass_fields__}})
+
+    @staticmethod
+    def predated() -> dict:
+        """What an index built before a field existed was built with."""
+        return dict(_PREDATED)
 
     @classmethod
     def from_env(cls) -> "IndexSettings":

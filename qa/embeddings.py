@@ -43,6 +43,26 @@ class Encoder(Protocol):
     def encode_documents(self, texts: Sequence[str], progress: bool = False) -> np.ndarray: ...
 
 
+def _is_mean_pooled(st) -> bool:
+    """A transformer, mean pooling and at most a normalisation, nothing else: what ``encode_sums``
+    (and the ONNX export) compute."""
+    mods = list(st)
+    if len(mods) < 2 or type(mods[0]).__name__ != "Transformer" or getattr(mods[0], "do_lower_case", False):
+        return False
+    pool = mods[1]
+    mode = getattr(pool, "pooling_mode", None)  # "mean" in recent versions, flags in older ones
+    if not isinstance(mode, str):
+        flags = [k for k, v in vars(pool).items() if k.startswith("pooling_mode_") and v]
+        mode = "mean" if flags == ["pooling_mode_mean_tokens"] else "other"
+    return (type(pool).__name__ == "Pooling" and mode == "mean"
+            and all(type(m).__name__ == "Normalize" for m in mods[2:]))
+
+
+def can_pool(encoder: "Encoder") -> bool:
+    """Whether ``encoder`` gives the token sums a passage's vector is pooled from."""
+    return hasattr(encoder, "encode_sums") and getattr(encoder, "mean_pooled", True)
+
+
 class SentenceTransformerEncoder:
     # small batches: on 2 cores, passages encode 1.55x faster 8 at a time than 64 at a time
     # (sentence-transformers' default), the activations staying in cache
@@ -61,6 +81,7 @@ class SentenceTransformerEncoder:
             raise ModelUnavailable(f"cannot load embedding model '{name}' from {path}: {err}") from err
         self.name = name
         self.dim = int(self._model.get_embedding_dimension())
+        self.mean_pooled = _is_mean_pooled(self._model)
         self.batch_size = batch_size
         self._lock = threading.Lock()  # torch modules are not re-entrant across threads
 
@@ -231,7 +252,7 @@ def embed_segments(encoder: Encoder, docs: Sequence[tuple[Sequence[Sentence], Se
     without it. Otherwise each chunk is encoded alone. A chunk's vector depends on its document
     only, so any grouping of documents (one process, Ray workers) gives the same vectors.
     """
-    pool = pooled and hasattr(encoder, "encode_sums")
+    pool = pooled and can_pool(encoder)
     sents = [(i, j, s) for i, (ss, _) in enumerate(docs) for j, s in enumerate(ss)]
     chunks = deque((i, k, c) for i, (_, cs) in enumerate(docs) for k, c in enumerate(cs))
     held: dict[tuple[int, int], tuple[np.ndarray, float]] = {}  # sentences a chunk still needs

@@ -835,6 +835,11 @@ def _settings(args):
     return IndexSettings.named(getattr(args, "model", None))
 
 
+def _named(args) -> list[str]:
+    """The settings the user chose: --model, or none (the index's own)."""
+    return ["model"] if getattr(args, "model", None) else []
+
+
 def _log(msg: str) -> None:
     print(f"qa: {msg}", file=sys.stderr)
 
@@ -867,7 +872,7 @@ def cmd_eval(args) -> int:
             questions = [t.question for _, turns in dialogues for t in turns]
         else:
             questions = load_jsonl(path)
-        service = Verbatim(Path(args.corpus), Path(args.index), settings=_settings(args), calibration=cal)
+        service = Verbatim(Path(args.corpus), Path(args.index), settings=_settings(args), named=_named(args), calibration=cal)
         t = time.perf_counter()
         if service.ensure_index(log=_log) is not None:
             build = time.perf_counter() - t
@@ -876,7 +881,7 @@ def cmd_eval(args) -> int:
             service, questions, build = squad_service(path, log=_log, calibration=cal)
         else:
             questions = load_squad(path, None)
-            service = Verbatim(Path(args.corpus), Path(args.index), settings=_settings(args), calibration=cal)
+            service = Verbatim(Path(args.corpus), Path(args.index), settings=_settings(args), named=_named(args), calibration=cal)
             service.ensure_index(log=_log)
     if dialogues is None:
         questions = sample(questions, args.limit, args.seed)
@@ -1005,7 +1010,7 @@ def _cmd_calibrate(args) -> int:
     if Calibration.load().quote_model is not None and not args.no_reader:
         raise VerbatimError("the answer bar of the quote model is chosen with the model, on tuning data only: "
                             "run scripts/tune_quotes.py --write (qa eval --calibrate sets the fallback's, with --no-reader)")
-    shipped = Verbatim(Path(args.corpus), Path(args.index), settings=_settings(args))
+    shipped = Verbatim(Path(args.corpus), Path(args.index), settings=_settings(args), named=_named(args))
     shipped.ensure_index(log=_log)
     use_reader = not args.no_reader and shipped.reader is not None
     sets = {"shipped": run_questions(shipped, shipped_questions, progress=sys.stderr.isatty(),

@@ -193,7 +193,7 @@ class Manifest:
         if settings is not None:
             from .config import IndexSettings
 
-            built = IndexSettings.from_dict(self.settings).to_dict()  # fields it predates: their defaults
+            built = {**IndexSettings.predated(), **self.settings}  # fields it predates: what was built then
             if changed := sorted(k for k in settings.keys() | built.keys() if settings.get(k) != built.get(k)):
                 return f"the index settings changed ({', '.join(changed)})"
         return ""

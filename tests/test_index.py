@@ -13,6 +13,8 @@ import pytest
 
 from qa import Verbatim
 from qa import store, sync as sync_mod
+from qa.embeddings import HashingEncoder
+from qa.errors import VerbatimError
 from qa.config import IndexSettings
 from qa.errors import IndexBusy
 
@@ -426,6 +428,9 @@ def test_the_manifest_is_typed_and_one_check_decides_what_an_index_can_serve(has
     assert m.settings["passage_vectors"] == "sentences" and old.differs("hashing-256", 256, m.settings) == \
         "the index settings changed (passage_vectors)"
     assert old.differs("hashing-256", 256, {**m.settings, "passage_vectors": "own"}) == ""
+    # a field this version does not know (an index from a later or an abandoned version): rebuilt
+    odd = dataclasses.replace(m, settings={**m.settings, "sentence_vectors": "passage"})
+    assert odd.differs("hashing-256", 256, m.settings) == "the index settings changed (sentence_vectors)"
     # a damaged manifest: a one-line error for readers, and the next sync rebuilds
     gen = store.current_generation(hashing_service.index_dir)
     (gen / "manifest.json").write_text("{")
@@ -437,7 +442,7 @@ def test_the_manifest_is_typed_and_one_check_decides_what_an_index_can_serve(has
     assert Index.load(hashing_service.index_dir).manifest.counts["documents"] == 5
 
 
-def test_passage_vectors_are_chosen_once_and_kept(corpus_copy, tmp_path, capsys):
+def test_passage_vectors_are_chosen_once_and_kept(corpus_copy, tmp_path, capsys, monkeypatch):
     """A new index pools each passage's vector from its sentences' passes; `qa index
     --passage-vectors own` encodes passages alone too, recorded in the manifest; a plain
     `qa index` keeps what the index has; naming the other rebuilds."""
@@ -460,3 +465,46 @@ def test_passage_vectors_are_chosen_once_and_kept(corpus_copy, tmp_path, capsys)
     assert store.live_manifest(index).settings["passage_vectors"] == "own"
     top = Verbatim(corpus_copy, index, root=tmp_path).ask("How much snow did Zermatt receive in one night?").answers[0]
     assert "140 centimetres" in top.text
+    # naming the index's own model (--model, VERBATIM_MODEL) changes nothing else
+    assert main(args) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert not r["rebuilt_reason"] and store.live_manifest(index).settings["passage_vectors"] == "own"
+    monkeypatch.setenv("VERBATIM_MODEL", "hashing-256")
+    assert main(["--corpus", str(corpus_copy), "--index", str(index), "index", "--json", "--rehash"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert not r["rebuilt_reason"] and store.live_manifest(index).settings["passage_vectors"] == "own"
+
+
+class _NotMeanPooled(HashingEncoder):
+    mean_pooled = False  # e.g. a CLS-pooled model: its token sums would not give its vectors
+
+
+def test_a_model_that_is_not_mean_pooled_encodes_passages_alone(corpus_copy, tmp_path):
+    v = Verbatim(corpus_copy, tmp_path / "index", root=tmp_path, named=())
+    v.settings = IndexSettings(model="hashing-256")
+    v._query_encoder = _NotMeanPooled(256)
+    r = v.sync()
+    assert r.chunks_embedded and r.chunks_pooled == 0
+    assert store.live_manifest(v.index_dir).settings["passage_vectors"] == "own"
+    asked = Verbatim(corpus_copy, tmp_path / "other", root=tmp_path,
+                     settings=IndexSettings(model="hashing-256", passage_vectors="sentences"), named=["passage_vectors"])
+    asked._query_encoder = _NotMeanPooled(256)
+    with pytest.raises(VerbatimError, match="cannot pool passage vectors .* use --passage-vectors own"):
+        asked.sync()
+
+
+def test_only_a_transformer_mean_pooled_and_normalised_is_poolable():
+    from qa.embeddings import _is_mean_pooled
+
+    def mod(kind, **attrs):  # a module of that class name, with those attributes
+        m = type(kind, (), {})()
+        vars(m).update(attrs)
+        return m
+
+    mean = mod("Pooling", pooling_mode="mean")
+    assert _is_mean_pooled([mod("Transformer", do_lower_case=False), mean, mod("Normalize")])
+    assert _is_mean_pooled([mod("Transformer"), mod("Pooling", pooling_mode_mean_tokens=True, pooling_mode_cls_token=False)])
+    assert not _is_mean_pooled([mod("Transformer"), mod("Pooling", pooling_mode="cls"), mod("Normalize")])
+    assert not _is_mean_pooled([mod("Transformer"), mean, mod("Dense")])
+    assert not _is_mean_pooled([mod("Transformer", do_lower_case=True), mean])
+    assert not _is_mean_pooled([mod("Transformer"), mod("Pooling", pooling_mode_mean_tokens=True, pooling_mode_max_tokens=True)])
