@@ -29,10 +29,13 @@ import shutil
 import sqlite3
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from .errors import IndexBusy, IndexMissing
 from .types import Metadata
+
+if TYPE_CHECKING:
+    from .config import IndexSettings
 
 
 SCHEMA_VERSION = 5
@@ -210,7 +213,7 @@ def live_manifest(index_dir: Path) -> Manifest | None:
         return None
 
 
-def built_with(index_dir: Path) -> "IndexSettings | None":
+def built_with(index_dir: Path) -> IndexSettings | None:
     """The settings (model included) of the live generation (its manifest), or None without one."""
     from .config import IndexSettings
 

@@ -7,8 +7,6 @@ import shutil
 import sqlite3
 from pathlib import Path
 
-import faiss
-import numpy as np
 import pytest
 
 from qa import Verbatim
