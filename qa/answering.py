@@ -76,6 +76,11 @@ class Calibration:
     # missing, or --no-reader): scores then lack the reader's terms, so they need
     # their own threshold
     without_reader: dict | None = None
+    # the bar for a follow-up read with the words its earlier turn supplies: those words dilute
+    # what the quote model (fitted on questions that stand alone) reads, so its probabilities
+    # run low there; fitted on the tuning dialogues (scripts/tune_follow_ups.py). None: ``threshold``
+    follow_up_threshold: float | None = None
+    follow_up_how: str = ""
 
     @classmethod
     def load(cls, path: Path = CALIBRATION_FILE, quote_model: bool = True, strict: bool = False) -> "Calibration":
@@ -98,7 +103,7 @@ class Calibration:
             data.pop("quote_model", None)
         keys = {"threshold", "w_cos", "w_lex", "w_passage", "w_type", "w_reader", "w_reader_top",
                 "reader_span_margin", "no_answer", "how", "weights_how", "without_reader",
-                "fusion_weights", "fusion_how", "quote_model", "likely"}
+                "fusion_weights", "fusion_how", "quote_model", "likely", "follow_up_threshold", "follow_up_how"}
         fields = {k: v for k, v in data.items() if k in keys}
         if fields.get("no_answer") is not None:  # parsed once here, not per question
             try:
@@ -130,7 +135,13 @@ class Calibration:
         own = {k: v for k, v in (self.without_reader or {}).items() if k in keys}
         # its weights and threshold were fitted under RRF: it fuses by RRF
         return replace(self, w_reader=0.0, w_reader_top=0.0, no_answer=None, quote_model=None,
-                       fusion_weights=None, without_reader=None, **own)
+                       fusion_weights=None, without_reader=None, follow_up_threshold=None, **own)
+
+    def for_follow_up(self) -> "Calibration":
+        """The calibration for a question read with its earlier turn's words: its own bar."""
+        if self.follow_up_threshold is None:
+            return self
+        return replace(self, threshold=self.follow_up_threshold)
 
 
 @dataclass

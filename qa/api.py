@@ -201,7 +201,7 @@ class Verbatim:
         cue = conversation.follow_up_cue(q) if earlier is not None else None
         read_as = conversation.read_with(q, earlier) if cue is not None else q
         if read_as != q:  # the earlier turn supplies words: read with them, and say so
-            result, passages = self._read(q, read_as, cfg, flt, retrieve)
+            result, passages = self._read(q, read_as, cfg, flt, retrieve, follow_up=True)
             return replace(result, follow_up=FollowUp(earlier.question, read_as, cue)), passages
         result, passages = self._read(q, q, cfg, flt, retrieve)
         if earlier is not None and result.no_answer:
@@ -214,15 +214,17 @@ class Verbatim:
                                    follow_up=FollowUp(earlier.question, read_as, "refused alone")), more
         return result, passages
 
-    def _read(self, q: str, read_as: str, cfg: AskSettings, flt: Filter, retrieve: int
+    def _read(self, q: str, read_as: str, cfg: AskSettings, flt: Filter, retrieve: int, follow_up: bool = False
               ) -> tuple[AskResult, list[Passage]]:
-        """Retrieve and answer ``read_as`` (the question ``q``, alone or with its context)."""
+        """Retrieve and answer ``read_as`` (the question ``q``, alone or, ``follow_up``, with the
+        words its earlier turn supplies: answered against the follow-up bar)."""
         t0 = time.perf_counter()
         idx = self.index()
         qvec = self.query_encoder.encode_queries([read_as])[0]
         t1 = time.perf_counter()
         reader = self.reader if cfg.reader else None
         cal = self.answer_calibration(reader is not None)
+        cal = cal.for_follow_up() if follow_up else cal
         passages = retrieval.retrieve(
             idx, read_as, qvec, top=max(cfg.passages, retrieve), candidates=max(cfg.candidates, retrieve),
             mode=cfg.mode, rrf_k=cfg.rrf_k, flt=flt, weights=cal.fusion_weights,

@@ -130,6 +130,33 @@ def test_questions_that_stand_alone_get_the_same_answers_with_or_without_history
 
 
 @pytest.mark.slow
+def test_a_follow_up_read_with_its_earlier_turn_is_held_to_the_follow_up_bar_only(real_service):
+    """The follow-up bar (fitted on the tuning dialogues) decides a question read with its
+    earlier turn's words; a question that stands alone keeps the standalone bar."""
+    from dataclasses import replace
+
+    from qa import Verbatim
+
+    stored = real_service.calibration
+    assert stored.follow_up_threshold is not None and stored.follow_up_threshold < stored.threshold
+    assert stored.for_follow_up().threshold == stored.follow_up_threshold
+    assert stored.for_reader(False).follow_up_threshold is None
+    earlier = real_service.ask(FIRST).turn()
+
+    def asked(bar):
+        v = Verbatim(real_service.corpus_dir, real_service.index_dir, root=real_service.root,
+                     calibration=replace(stored, follow_up_threshold=bar))
+        return v.ask(SECOND, history=[earlier]), v.ask(FIRST, history=[earlier]), v.ask(FIRST)
+
+    (high, first_high, plain_high), (low, first_low, plain_low) = asked(1.01), asked(0.0)
+    assert high.follow_up is not None and high.no_answer  # no quote reaches a bar above 1
+    assert not low.no_answer and SECOND_ANSWER in low.answers[0].text
+    assert low.answers[0].probability < 1.01 and low.follow_up.read_as == high.follow_up.read_as
+    for a, b in ((first_high, first_low), (plain_high, plain_low)):  # standalone: the bar does not move
+        assert a.follow_up is None and [q.text for q in a.answers] == [q.text for q in b.answers]
+
+
+@pytest.mark.slow
 def test_a_follow_up_the_articles_do_not_answer_is_refused(real_service):
     first = real_service.ask("Who is Tim Peters?")
     res = real_service.ask("What's his phone number?", history=[first.turn()])
