@@ -19,15 +19,12 @@ def _err(msg: str) -> None:
 
 
 def _service(args):
-    from dataclasses import replace
-
     from .api import Verbatim
     from .config import IndexSettings
 
-    # what the user chose; the rest stays as the index has it (as a new index has it, without one)
-    chosen = {f: v for f in ("model", "passage_vectors") if (v := getattr(args, f, None))}
-    settings = replace(IndexSettings.from_env(), **chosen) if chosen else None
-    return Verbatim(Path(args.corpus), Path(args.index), settings=settings, named=chosen)
+    settings, named = IndexSettings.chosen(model=getattr(args, "model", None),
+                                           passage_vectors=getattr(args, "passage_vectors", None))
+    return Verbatim(Path(args.corpus), Path(args.index), settings=settings, named=named)
 
 
 def cmd_index(args) -> int:

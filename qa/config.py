@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -44,20 +44,17 @@ class IndexSettings:
         return asdict(self)
 
     @classmethod
-    def named(cls, model: str | None) -> "IndexSettings | None":
-        """The settings of a model the user named (--model), or None: the index's own."""
-        return cls(model=model) if model else None
+    def chosen(cls, **fields) -> "tuple[IndexSettings | None, tuple[str, ...]]":
+        """The settings the user chose (--model, --passage-vectors: those not None) and their
+        names, for ``Verbatim(settings=..., named=...)``; nothing chosen: None, the index's own."""
+        picked = {k: v for k, v in fields.items() if v}
+        return (replace(cls.from_env(), **picked) if picked else None), tuple(picked)
 
     @classmethod
     def from_dict(cls, d: dict) -> "IndexSettings":
         """The settings a manifest records; a field it predates is what was built then (one this
         version does not know is left out: ``Manifest.differs`` sees it, and rebuilds)."""
-        return cls(**{**_PREDATED, **{k: v for k, v in d.items() if k in cls.__dataclass_fields__}})
-
-    @staticmethod
-    def predated() -> dict:
-        """What an index built before a field existed was built with."""
-        return dict(_PREDATED)
+        return cls(**{**PREDATED, **{k: v for k, v in d.items() if k in cls.__dataclass_fields__}})
 
     @classmethod
     def from_env(cls) -> "IndexSettings":
@@ -65,7 +62,7 @@ class IndexSettings:
 
 
 # what an index built before a field existed was built with
-_PREDATED = {"passage_vectors": "own"}
+PREDATED = {"passage_vectors": "own"}
 
 
 @dataclass(frozen=True)

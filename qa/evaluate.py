@@ -828,16 +828,12 @@ def add_eval_parser(command) -> None:
     s.set_defaults(func=cmd_eval)
 
 
-def _settings(args):
-    """The index settings of a model named with --model (None: the index's own)."""
+def _chosen(args) -> dict:
+    """``Verbatim``'s settings and named: the model named with --model, or the index's own."""
     from .config import IndexSettings
 
-    return IndexSettings.named(getattr(args, "model", None))
-
-
-def _named(args) -> list[str]:
-    """The settings the user chose: --model, or none (the index's own)."""
-    return ["model"] if getattr(args, "model", None) else []
+    settings, named = IndexSettings.chosen(model=getattr(args, "model", None))
+    return {"settings": settings, "named": named}
 
 
 def _log(msg: str) -> None:
@@ -872,7 +868,7 @@ def cmd_eval(args) -> int:
             questions = [t.question for _, turns in dialogues for t in turns]
         else:
             questions = load_jsonl(path)
-        service = Verbatim(Path(args.corpus), Path(args.index), settings=_settings(args), named=_named(args), calibration=cal)
+        service = Verbatim(Path(args.corpus), Path(args.index), **_chosen(args), calibration=cal)
         t = time.perf_counter()
         if service.ensure_index(log=_log) is not None:
             build = time.perf_counter() - t
@@ -881,7 +877,7 @@ def cmd_eval(args) -> int:
             service, questions, build = squad_service(path, log=_log, calibration=cal)
         else:
             questions = load_squad(path, None)
-            service = Verbatim(Path(args.corpus), Path(args.index), settings=_settings(args), named=_named(args), calibration=cal)
+            service = Verbatim(Path(args.corpus), Path(args.index), **_chosen(args), calibration=cal)
             service.ensure_index(log=_log)
     if dialogues is None:
         questions = sample(questions, args.limit, args.seed)
@@ -1010,7 +1006,7 @@ def _cmd_calibrate(args) -> int:
     if Calibration.load().quote_model is not None and not args.no_reader:
         raise VerbatimError("the answer bar of the quote model is chosen with the model, on tuning data only: "
                             "run scripts/tune_quotes.py --write (qa eval --calibrate sets the fallback's, with --no-reader)")
-    shipped = Verbatim(Path(args.corpus), Path(args.index), settings=_settings(args), named=_named(args))
+    shipped = Verbatim(Path(args.corpus), Path(args.index), **_chosen(args))
     shipped.ensure_index(log=_log)
     use_reader = not args.no_reader and shipped.reader is not None
     sets = {"shipped": run_questions(shipped, shipped_questions, progress=sys.stderr.isatty(),

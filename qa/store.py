@@ -194,9 +194,9 @@ class Manifest:
         if self.model != model or (dim is not None and self.dim != dim):
             return f"the embedding model changed from {self.model} to {model}"
         if settings is not None:
-            from .config import IndexSettings
+            from .config import PREDATED
 
-            built = {**IndexSettings.predated(), **self.settings}  # fields it predates: what was built then
+            built = {**PREDATED, **self.settings}  # fields it predates: what was built then
             if changed := sorted(k for k in settings.keys() | built.keys() if settings.get(k) != built.get(k)):
                 return f"the index settings changed ({', '.join(changed)})"
         return ""

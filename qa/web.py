@@ -501,7 +501,8 @@ def serve(corpus_dir: Path, index_dir: Path, host: str = "127.0.0.1", port: int 
     check_port(host, port)  # before the index is built or "running at" is printed
     from .config import IndexSettings
 
-    service = Verbatim(corpus_dir, index_dir, settings=IndexSettings.named(model), named=["model"] if model else ())
+    settings, named = IndexSettings.chosen(model=model)
+    service = Verbatim(corpus_dir, index_dir, settings=settings, named=named)
     built = service.ensure_index(log=print)
     if built is not None:
         print(f"built the index: {built.summary()}")
