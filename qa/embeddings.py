@@ -199,14 +199,6 @@ class OnnxEncoder:
         self._tok.enable_padding()
         self._sess = ort_session(folder / "model.onnx", spin=False, threads=threads)
 
-    def _encode(self, texts: Sequence[str]) -> np.ndarray:
-        # batches of similar length (as sentence-transformers does): little padding to compute
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        vecs = self._encode_in_order([texts[i] for i in order])
-        out = np.empty_like(vecs)
-        out[order] = vecs
-        return out
-
     def _run(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Pooled vectors, sums of token states and token counts of a batch of texts."""
         encs = self._tok.encode_batch(list(texts))
@@ -216,14 +208,9 @@ class OnnxEncoder:
                                        "token_type_ids": np.zeros_like(ids)})[0]
         return _pool(hidden, mask)
 
-    def _encode_in_order(self, texts: Sequence[str]) -> np.ndarray:
-        out = [np.zeros((0, self.dim), dtype=np.float32)]
-        for i in range(0, len(texts), self.batch_size):
-            out.append(self._run(texts[i : i + self.batch_size])[0])
-        return np.ascontiguousarray(np.concatenate(out))
-
     def encode_sums(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``encode_documents(texts)``, with each text's sum of token states and token count."""
+        """``encode_documents(texts)``, with each text's sum of token states and token count. Texts
+        go in batches of similar length (as sentence-transformers does): little padding."""
         vecs = np.zeros((len(texts), self.dim), dtype=np.float32)
         sums, counts = np.zeros_like(vecs), np.zeros(len(texts), dtype=np.float32)
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
@@ -233,10 +220,10 @@ class OnnxEncoder:
         return vecs, sums, counts
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        return self._encode(texts)
+        return self.encode_sums(texts)[0]
 
     def encode_documents(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
-        return self._encode(texts)
+        return self.encode_sums(texts)[0]
 
 
 def embed_segments(encoder: Encoder, docs: Sequence[tuple[Sequence[Sentence], Sequence[Chunk]]],
