@@ -26,20 +26,20 @@ class Timed:
 
     def __init__(self, inner):
         self.inner, self.name, self.dim, self.seconds = inner, inner.name, inner.dim, 0.0
+        self.mean_pooled = getattr(inner, "mean_pooled", True)
+
+    def _timed(self, encode, texts):
+        t = time.perf_counter()
+        try:
+            return encode(texts)
+        finally:
+            self.seconds += time.perf_counter() - t
 
     def encode_documents(self, texts, progress=False):
-        t = time.perf_counter()
-        try:
-            return self.inner.encode_documents(texts)
-        finally:
-            self.seconds += time.perf_counter() - t
+        return self._timed(self.inner.encode_documents, texts)
 
     def encode_sums(self, texts):
-        t = time.perf_counter()
-        try:
-            return self.inner.encode_sums(texts)
-        finally:
-            self.seconds += time.perf_counter() - t
+        return self._timed(self.inner.encode_sums, texts)
 
     def encode_queries(self, texts):
         return self.inner.encode_queries(texts)
