@@ -44,7 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .index import Index, bm25_tokenize
+from .index import Index
+from .sparse import tokenize as bm25_tokenize
 from .types import Passage, Quote, Sentence, Source, Span
 
 CALIBRATION_FILE = Path(__file__).with_name("calibration.json")

@@ -20,7 +20,7 @@ import numpy as np
 from .errors import IndexMissing
 from .types import Sentence, Source
 from .dense import DenseChoice
-from .sparse import Sparse, tokenize as bm25_tokenize  # noqa: F401  (answering reads it from here)
+from .sparse import Sparse
 from .store import Manifest, connect, content_path, ends_with, hold_current
 
 

@@ -21,7 +21,8 @@ import numpy as np
 from .corpus import is_calendar_date
 from .errors import BadQuestion
 from .dense import REFINE, refine
-from .index import Index, bm25_tokenize
+from .index import Index
+from .sparse import tokenize as bm25_tokenize
 from .types import Passage
 
 
