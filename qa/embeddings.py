@@ -110,17 +110,14 @@ class SentenceTransformerEncoder:
         import torch
 
         st = self._model
-        vecs = np.zeros((len(texts), self.dim), dtype=np.float32)
-        sums, counts = np.zeros_like(vecs), np.zeros(len(texts), dtype=np.float32)
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+
+        def run(batch: list[str]):
+            feats = st.tokenizer(batch, padding=True, truncation=True, max_length=st.max_seq_length,
+                                 return_tensors="pt")
+            return _pool(st[0].auto_model(**feats).last_hidden_state.numpy(), feats["attention_mask"].numpy())
+
         with self._lock, torch.no_grad():
-            for i in range(0, len(order), self.batch_size):
-                idx = order[i : i + self.batch_size]
-                feats = st.tokenizer([texts[j] for j in idx], padding=True, truncation=True,
-                                     max_length=st.max_seq_length, return_tensors="pt")
-                hidden = st[0].auto_model(**feats).last_hidden_state.numpy()
-                vecs[idx], sums[idx], counts[idx] = _pool(hidden, feats["attention_mask"].numpy())
-        return vecs, sums, counts
+            return _by_length(texts, self.dim, self.batch_size, run)
 
     def export_onnx(self, dest: Path) -> None:
         """Write the transformer as ONNX (+ tokenizer and pooling settings) into ``dest``."""
@@ -163,6 +160,18 @@ def _pool(hidden: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray,
     pooled = sums / np.maximum(counts, 1e-9)[:, None]
     pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
     return pooled.astype(np.float32), sums.astype(np.float32), counts.astype(np.float32)
+
+
+def _by_length(texts: Sequence[str], dim: int, batch_size: int, run) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``run`` (a batch of texts -> their ``_pool`` outputs) over ``texts`` in batches of similar
+    length (as sentence-transformers does: little padding), the rows back in ``texts``' order."""
+    vecs = np.zeros((len(texts), dim), dtype=np.float32)
+    sums, counts = np.zeros_like(vecs), np.zeros(len(texts), dtype=np.float32)
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    for i in range(0, len(order), batch_size):
+        idx = order[i : i + batch_size]
+        vecs[idx], sums[idx], counts[idx] = run([texts[j] for j in idx])
+    return vecs, sums, counts
 
 
 def ort_session(model: Path, spin: bool = True, threads: int = 0):
@@ -209,15 +218,8 @@ class OnnxEncoder:
         return _pool(hidden, mask)
 
     def encode_sums(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``encode_documents(texts)``, with each text's sum of token states and token count. Texts
-        go in batches of similar length (as sentence-transformers does): little padding."""
-        vecs = np.zeros((len(texts), self.dim), dtype=np.float32)
-        sums, counts = np.zeros_like(vecs), np.zeros(len(texts), dtype=np.float32)
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        for i in range(0, len(order), self.batch_size):
-            idx = order[i : i + self.batch_size]
-            vecs[idx], sums[idx], counts[idx] = self._run([texts[j] for j in idx])
-        return vecs, sums, counts
+        """``encode_documents(texts)``, with each text's sum of token states and token count."""
+        return _by_length(texts, self.dim, self.batch_size, self._run)
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         return self.encode_sums(texts)[0]
@@ -256,9 +258,10 @@ def embed_segments(encoder: Encoder, docs: Sequence[tuple[Sequence[Sentence], Se
         while chunks and (chunks[0][0], chunks[0][2].last_sentence) in held:
             ready.append(chunks.popleft())
         if ready:
-            rows = np.stack([sum(held[(i, j)][0] for j in range(c.first_sentence, c.last_sentence + 1))
-                             / sum(held[(i, j)][1] for j in range(c.first_sentence, c.last_sentence + 1))
-                             for i, _, c in ready])
+            rows = np.zeros((len(ready), encoder.dim), dtype=np.float64)
+            for r, (i, _, c) in enumerate(ready):
+                own = [held[(i, j)] for j in range(c.first_sentence, c.last_sentence + 1)]
+                rows[r] = sum(v for v, _ in own) / sum(n for _, n in own)
             rows /= np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
             yield "pooled", [(i, k) for i, k, _ in ready], rows.astype(np.float32)
         if chunks:  # what the chunks to come do not need is let go
@@ -337,24 +340,18 @@ class HashingEncoder:
             v[h % self.dim] += 1.0 if (h >> 63) & 1 else -1.0
         return v
 
-    def _vec(self, text: str) -> np.ndarray:
-        v = self._bag(text)
-        n = float(np.linalg.norm(v))
-        return v / n if n else v
-
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         return self.encode_documents(texts)
 
     def encode_documents(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
-        self.calls += len(texts)
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        return np.stack([self._vec(t) for t in texts])
+        return self.encode_sums(texts)[0]
 
     def encode_sums(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Bags of words add up: a passage pooled from its sentences' bags is its own bag."""
+        self.calls += len(texts)
         sums = np.stack([self._bag(t) for t in texts]) if texts else np.zeros((0, self.dim), dtype=np.float32)
-        return self.encode_documents(texts), sums, np.ones(len(texts), dtype=np.float32)
+        norms = np.linalg.norm(sums, axis=1, keepdims=True)
+        return sums / np.where(norms > 0, norms, 1.0), sums, np.ones(len(texts), dtype=np.float32)
 
 
 def resolve_model_path(name: str) -> str:
