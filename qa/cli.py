@@ -18,13 +18,15 @@ def _err(msg: str) -> None:
     print(f"qa: {msg}", file=sys.stderr)
 
 
-def _service(args):
+def _service(args, **kw):
+    """The service over ``args.corpus`` and ``args.index`` with the settings the user chose
+    (--model, --passage-vectors; the index's own otherwise); ``kw``: more for ``Verbatim``."""
     from .api import Verbatim
     from .config import IndexSettings
 
     settings, named = IndexSettings.chosen(model=getattr(args, "model", None),
                                            passage_vectors=getattr(args, "passage_vectors", None))
-    return Verbatim(Path(args.corpus), Path(args.index), settings=settings, named=named)
+    return Verbatim(Path(args.corpus), Path(args.index), settings=settings, named=named, **kw)
 
 
 def cmd_index(args) -> int:

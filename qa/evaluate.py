@@ -828,20 +828,12 @@ def add_eval_parser(command) -> None:
     s.set_defaults(func=cmd_eval)
 
 
-def _chosen(args) -> dict:
-    """``Verbatim``'s settings and named: the model named with --model, or the index's own."""
-    from .config import IndexSettings
-
-    settings, named = IndexSettings.chosen(model=getattr(args, "model", None))
-    return {"settings": settings, "named": named}
-
-
 def _log(msg: str) -> None:
     print(f"qa: {msg}", file=sys.stderr)
 
 
 def cmd_eval(args) -> int:
-    from .api import Verbatim
+    from .cli import _service
 
     if args.calibrate:
         return _cmd_calibrate(args)
@@ -868,7 +860,7 @@ def cmd_eval(args) -> int:
             questions = [t.question for _, turns in dialogues for t in turns]
         else:
             questions = load_jsonl(path)
-        service = Verbatim(Path(args.corpus), Path(args.index), **_chosen(args), calibration=cal)
+        service = _service(args, calibration=cal)
         t = time.perf_counter()
         if service.ensure_index(log=_log) is not None:
             build = time.perf_counter() - t
@@ -877,7 +869,7 @@ def cmd_eval(args) -> int:
             service, questions, build = squad_service(path, log=_log, calibration=cal)
         else:
             questions = load_squad(path, None)
-            service = Verbatim(Path(args.corpus), Path(args.index), **_chosen(args), calibration=cal)
+            service = _service(args, calibration=cal)
             service.ensure_index(log=_log)
     if dialogues is None:
         questions = sample(questions, args.limit, args.seed)
@@ -996,7 +988,7 @@ def _cmd_reader_gold(path: Path, args) -> int:
 
 def _cmd_calibrate(args) -> int:
     from .answering import CALIBRATION_FILE, Calibration
-    from .api import Verbatim
+    from .cli import _service
 
     shipped_questions = load_jsonl(SHIPPED_SET)
     if args.unanswerable_share is not None:  # checked before the questions are run
@@ -1006,7 +998,7 @@ def _cmd_calibrate(args) -> int:
     if Calibration.load().quote_model is not None and not args.no_reader:
         raise VerbatimError("the answer bar of the quote model is chosen with the model, on tuning data only: "
                             "run scripts/tune_quotes.py --write (qa eval --calibrate sets the fallback's, with --no-reader)")
-    shipped = Verbatim(Path(args.corpus), Path(args.index), **_chosen(args))
+    shipped = _service(args)
     shipped.ensure_index(log=_log)
     use_reader = not args.no_reader and shipped.reader is not None
     sets = {"shipped": run_questions(shipped, shipped_questions, progress=sys.stderr.isatty(),
