@@ -148,8 +148,8 @@ def test_large_text_file_is_indexed_in_bounded_batches(svc, monkeypatch):
     (svc.corpus_dir / "big.txt").write_text("".join(sentence.format(i) for i in range(30000)))
     seen = []
     enc = svc.encoder
-    orig = enc.encode_documents
-    monkeypatch.setattr(enc, "encode_documents", lambda texts, progress=False: (seen.append(len(texts)), orig(texts))[1])
+    orig = enc.encode_sums  # the index's encoder pass (passages are pooled from it)
+    monkeypatch.setattr(enc, "encode_sums", lambda texts: (seen.append(len(texts)), orig(texts))[1])
     r = svc.sync()
     assert r.sentences_embedded == 30000
     assert max(seen) <= sync_mod._BATCH  # never the whole document at once
