@@ -153,22 +153,25 @@ class Verbatim:
         """Update the index; ``only``: the files known to have changed (None: scan all). The
         index keeps the settings it was built with (its model included) but those named; a
         named one that differs rebuilds it."""
-        built = store.built_with(self.index_dir)
-        if built is not None:
-            wanted = replace(built, **{f: getattr(self.settings, f) for f in self.named})
-            if wanted.model != self.settings.model:
-                self._encoder = self._query_encoder = None
-            self.settings = wanted
-        if self.settings.passage_vectors == "sentences" and not can_pool(self.document_encoder):
-            if "passage_vectors" in self.named:
-                raise VerbatimError(f"the model {self.settings.model} cannot pool passage vectors from its "
-                                    "sentences (it is not mean-pooled): use --passage-vectors own")
-            self.settings = replace(self.settings, passage_vectors="own")
-        report = sync_mod.sync(
-            self.corpus_dir, self.index_dir, self.settings, self.document_encoder,
-            root=self.root, progress=progress, log=log, wait=wait, rehash=rehash, only=only,
-            cluster=cluster, onnx_dir=self.onnx_dir if (self.onnx_dir / "checked").exists() else None,
-        )
+        # the built settings are read under the lock that the update holds: a writer that
+        # finished while this one waited must not have its settings undone
+        with store.WriteLock(self.index_dir, wait=wait, on_wait=log):
+            built = store.built_with(self.index_dir)
+            if built is not None:
+                wanted = replace(built, **{f: getattr(self.settings, f) for f in self.named})
+                if wanted.model != self.settings.model:
+                    self._encoder = self._query_encoder = None
+                self.settings = wanted
+            if self.settings.passage_vectors == "sentences" and not can_pool(self.document_encoder):
+                if "passage_vectors" in self.named:
+                    raise VerbatimError(f"the model {self.settings.model} cannot pool passage vectors from its "
+                                        "sentences (it is not mean-pooled): use --passage-vectors own")
+                self.settings = replace(self.settings, passage_vectors="own")
+            report = sync_mod.sync(
+                self.corpus_dir, self.index_dir, self.settings, self.document_encoder,
+                root=self.root, progress=progress, log=log, wait=wait, rehash=rehash, only=only,
+                cluster=cluster, onnx_dir=self.onnx_dir if (self.onnx_dir / "checked").exists() else None,
+            )
         if not (self.onnx_dir / "checked").exists() and ensure_onnx_export(self.encoder, self.onnx_dir):
             self._query_encoder = None  # from now on questions and articles go through the export
         return report

@@ -27,6 +27,7 @@ import json
 import os
 import shutil
 import sqlite3
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -99,16 +100,28 @@ def versions() -> dict:
 
 
 class WriteLock:
-    """An exclusive flock on ``index_dir/.lock``; the kernel drops it if the holder dies."""
+    """An exclusive flock on ``index_dir/.lock``; the kernel drops it if the holder dies.
+
+    Re-entrant within one thread: ``Verbatim.sync`` holds it while it reads the built settings
+    and ``sync.sync`` takes it again inside (another thread or process still waits)."""
+
+    _held: dict[tuple[str, int], int] = {}  # (lock file, thread) -> depth, in this process
+    _guard = threading.Lock()
 
     def __init__(self, index_dir: Path, wait: bool = True, on_wait: Progress | None = None):
         self.path = index_dir / ".lock"
         self.wait = wait
         self.on_wait = on_wait
         self._fh = None
+        self._key = ("", 0)
 
     def __enter__(self) -> "WriteLock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._key = (str(self.path.resolve()), threading.get_ident())
+        with WriteLock._guard:
+            if self._key in WriteLock._held:
+                WriteLock._held[self._key] += 1
+                return self
         fh = open(self.path, "a+")
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -128,9 +141,16 @@ class WriteLock:
         fh.write(f"pid {os.getpid()}")
         fh.flush()
         self._fh = fh
+        with WriteLock._guard:
+            WriteLock._held[self._key] = 1
         return self
 
     def __exit__(self, *exc) -> None:
+        with WriteLock._guard:
+            WriteLock._held[self._key] -= 1
+            if WriteLock._held[self._key]:
+                return
+            del WriteLock._held[self._key]
         assert self._fh is not None
         self._fh.seek(0)
         self._fh.truncate()

@@ -5,6 +5,7 @@ import gc
 import json
 import shutil
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -211,10 +212,26 @@ def test_crash_mid_write_leaves_previous_index_loadable(hashing_service, corpus_
 
 
 def test_concurrent_writer_gets_a_clear_message(hashing_service):
+    """Another thread's lock is another writer's (the lock is re-entrant only in its own thread)."""
     hashing_service.sync()
-    with store.WriteLock(hashing_service.index_dir):
+    locked, done = threading.Event(), threading.Event()
+
+    def writer():
+        with store.WriteLock(hashing_service.index_dir):
+            locked.set()
+            done.wait(30)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        assert locked.wait(30)
         with pytest.raises(IndexBusy, match="being updated by pid"):
             hashing_service.sync(wait=False)
+    finally:
+        done.set()
+        t.join()
+    with store.WriteLock(hashing_service.index_dir), store.WriteLock(hashing_service.index_dir):
+        assert hashing_service.sync(wait=False).changed_anything is False  # its own thread's: no wait
 
 
 def test_bad_files_are_skipped_and_index_intact(hashing_service, corpus_copy):

@@ -113,6 +113,35 @@ def test_lock_of_a_killed_process_is_recovered(tmp_path):
     assert v.sync(wait=False).added == ["corpus/b.txt"]  # the dead holder's lock is gone
 
 
+def test_a_sync_that_waited_keeps_the_settings_the_writer_before_it_chose(tmp_path):
+    """An update that waits for the lock reads the built settings after it gets it: a rebuild
+    with a setting named by the writer before it is kept, not undone by a second rebuild."""
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "a.txt").write_text("A sentence about the Tumen river. " * 3)
+    _svc(tmp_path).sync()
+    writer = subprocess.Popen([sys.executable, "-c", (
+        "import sys; from pathlib import Path; from qa import Verbatim; from qa.config import IndexSettings\n"
+        "from qa.store import WriteLock\n"
+        f"root = Path({str(tmp_path)!r})\n"
+        "with WriteLock(root / 'index'):\n"
+        "    print('locked', flush=True); sys.stdin.readline()\n"
+        "    Verbatim(root / 'corpus', root / 'index', root=root, named={'chunk_sentences'},\n"
+        "             settings=IndexSettings(model='hashing-256', chunk_sentences=2)).sync()\n")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline().strip() == "locked"
+    waiting, reports = threading.Event(), []
+    later = Verbatim(tmp_path / "corpus", tmp_path / "index", root=tmp_path, named=())  # names nothing
+    t = threading.Thread(target=lambda: reports.append(later.sync(log=lambda msg: waiting.set())))
+    t.start()
+    assert waiting.wait(30)  # it is waiting for the writer's lock
+    writer.stdin.write("go\n")
+    writer.stdin.close()
+    assert writer.wait(60) == 0
+    t.join(60)
+    assert reports and not reports[0].rebuilt_reason and not reports[0].changed_anything
+    assert index_mod.Index.load(tmp_path / "index").manifest.settings["chunk_sentences"] == 2
+
+
 @pytest.mark.parametrize("name,expected", [
     ("../../etc/passwd.txt", "passwd.txt"), ("..\\..\\evil.md", "evil.md"), (".bashrc", "bashrc.txt"),
     ("report final (v2).PDF", "report_final_v2.pdf"), ("a/b/c/../../x.html", "x.html"),
