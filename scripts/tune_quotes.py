@@ -7,7 +7,10 @@ Tuning data, and nothing else (SQuAD dev and the people test half stay unseen):
 - SQuAD v1.1 *train*: the open corpus of ``scripts/tune_weights.py`` (the same 800 paragraphs
   the reader never learned from); each question asked with its paragraph, without it, and
   with its answer sentences cut out (``tune_weights.whole_askings`` / ``cut_askings``);
-- the tuning half of the people-style set (``eval/people-tune.jsonl``) over the shipped corpus.
+- the tuning half of the people-style set (``eval/people-tune.jsonl``) over the shipped corpus;
+- with ``--written eval/written-squad-train.jsonl``, questions written the way people ask over
+  the open corpus's train paragraphs (weighing ``--written-share``; not in the shipped fit, see
+  docs/answer-quality.md).
 
 The shipped set (``eval/shipped.jsonl``) is not fitted on, but joins the choice of the
 answer bar, as it has since the first calibration.
@@ -41,7 +44,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tune_weights import cut_askings, ranked, tune_corpus, whole_askings  # noqa: E402
+from tune_weights import TRAIN, cut_askings, ranked, tune_corpus, whole_askings  # noqa: E402
 
 from qa import Verbatim, answering  # noqa: E402
 from qa.answering import CALIBRATION_FILE, QUOTE_FEATURES, Calibration, NoAnswerModel  # noqa: E402
@@ -97,6 +100,32 @@ def corpus_rows(path: Path, cal: Calibration) -> list[tuple]:
     return rows
 
 
+def written_rows(a, path: Path, cal: Calibration) -> list[tuple]:
+    """The questions of ``path`` (``eval/written-squad-train.jsonl``: written the way people
+    ask over SQuAD train paragraphs) whose paragraph is in the open corpus, each asked over the
+    whole corpus (``answers`` [] for one its paragraph does not answer)."""
+    v, _, work, paras = tune_corpus(a.paragraphs, a.seed, a.exclude)
+    code = Path(answering.__file__).read_bytes()
+    key = hashlib.sha256(repr((asdict(cal), QUOTE_FEATURES, v.index().manifest.settings)).encode() + code
+                         + path.read_bytes()).hexdigest()[:10]
+    cache = work / f"written-rows-{key}.pkl"
+    if cache.exists():
+        return pickle.loads(cache.read_bytes())
+    data = json.loads(TRAIN.read_text())["data"]
+    held = {p["context"] for _, p in paras}
+    idx, rows = v.index(), []
+    for i, line in enumerate(path.read_text().splitlines()):
+        q = json.loads(line)
+        at = q["squad_train"]
+        if data[at["article"]]["paragraphs"][at["paragraph"]]["context"] not in held:
+            continue
+        cands = ranked(v, idx, cal, q["question"], v.query_encoder.encode_queries([q["question"]])[0])
+        if cands:
+            rows.append(quote_row(q["question"], cands, q["answers"], 1 if q["answers"] else 3, 200_000 + i))
+    cache.write_bytes(pickle.dumps(rows))
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--paragraphs", type=int, default=800)
@@ -105,6 +134,9 @@ def main() -> None:
     ap.add_argument("--exclude", help="JSON list of question ids to keep out (the reader's training questions)")
     ap.add_argument("--l2", type=float, default=1.0)
     ap.add_argument("--people-share", type=float, default=0.8, help="weight of the people questions in the fit")
+    ap.add_argument("--written", type=Path, help="questions written the way people ask over SQuAD train "
+                    "paragraphs (eval/written-squad-train.jsonl); those over the corpus's paragraphs are fitted on")
+    ap.add_argument("--written-share", type=float, default=0.0, help="their weight in the fit (taken from SQuAD's)")
     ap.add_argument("--write", action="store_true")
     a = ap.parse_args()
     base = Calibration.load(quote_model=False)  # features are read in score order, without the model
@@ -112,17 +144,19 @@ def main() -> None:
     squad = squad_rows(a, base)
     people = corpus_rows(PEOPLE_TUNE, base)
     shipped = corpus_rows(SHIPPED_SET, base)
-    print(f"{len(squad)} SQuAD train askings, {len(people)} people-tune questions; rows in {time.perf_counter() - t:.0f} s")
-    askings = [("squad", r) for r in squad] + [("people", r) for r in people]
-    n_by = {"squad": len(squad), "people": len(people)}
+    written = written_rows(a, a.written, base) if a.written else []
+    print(f"{len(squad)} SQuAD train askings, {len(people)} people-tune questions, {len(written)} written over "
+          f"train paragraphs; rows in {time.perf_counter() - t:.0f} s")
+    askings = [("squad", r) for r in squad] + [("people", r) for r in people] + [("written", r) for r in written]
+    n_by = {"squad": len(squad), "people": len(people), "written": len(written)}
     X = np.vstack([r[0] for _, r in askings])
     y = np.concatenate([r[1] for _, r in askings]).astype(float)
     per = np.array([len(r[1]) for _, r in askings])
     asking_of = np.repeat(np.arange(len(askings)), per)
     group = np.array([r[3] for _, r in askings])
     # each source weighs its share in all; within it, each asking the same
-    share_of = {"people": a.people_share, "squad": 1 - a.people_share}
-    w_ask = np.array([share_of[s] / n_by[s] for s, _ in askings]) / per
+    share_of = {"people": a.people_share, "written": a.written_share, "squad": 1 - a.people_share - a.written_share}
+    w_ask = np.array([share_of[s] / max(n_by[s], 1) for s, _ in askings]) / per
     weight = np.repeat(w_ask, per) * len(X)
     fold = group[asking_of] % 5
     held = np.zeros(len(X))
@@ -143,7 +177,7 @@ def main() -> None:
 
     held_sum = summary(held)
     by_score = summary(-np.concatenate([np.arange(n) for n in per]).astype(float))  # score order
-    for src in ("squad", "people"):
+    for src in ("squad", "people", "written"):
         ans = [(h, s) for h, s in zip(held_sum, by_score) if h[0] == src and h[1]]
         print(f"  {src}: top-1 ranked by probability (5-fold) {np.mean([h[2] for h, _ in ans]):.3f}, "
               f"by score {np.mean([s[2] for _, s in ans]):.3f} ({len(ans)} askings with the answer present)")
@@ -153,7 +187,7 @@ def main() -> None:
                  for r in shipped for pr in [model.probability(r[0])] for o in [np.argsort(-pr, kind="stable")]]
     share = round(float(np.mean([not q.answerable for q in load_jsonl(PEOPLE_TUNE)])), 4)
     sets = {src: [SimpleNamespace(answerable=h[1], best_contains=h[2], confidence=h[3])
-                  for h in held_sum if h[0] == src] for src in ("squad", "people", "shipped")}
+                  for h in held_sum if h[0] == src] for src in ("squad", "people", "shipped", "written") if n_by.get(src, 1)}
     result = calibrate(sets, unanswerable_share=share, decline_wrong=True)
     bar = result["threshold"]
     print(f"answer bar {bar:.4f}: decision accuracy {result['per_dataset_accuracy']}, answered share "
@@ -167,7 +201,9 @@ def main() -> None:
         how = (f"scripts/tune_quotes.py --paragraphs {a.paragraphs} --questions {a.questions} on "
                f"{time.strftime('%Y-%m-%d')}: logistic model on every candidate of {len(squad)} askings of SQuAD v1.1 "
                f"train questions (with their paragraph, without it, with the answer cut out) and the "
-               f"{len(people)} questions of eval/people-tune.jsonl (weighing {a.people_share:.0%}); answer bar "
+               f"{len(people)} questions of eval/people-tune.jsonl (weighing {a.people_share:.0%})"
+               + (f" and {len(written)} of {a.written} (weighing {a.written_share:.0%})" if written else "")
+               + "; answer bar "
                f"{bar:.4f} from their 5-fold probabilities and the shipped set's at a {share:.0%} share of unanswerable questions "
                f"(accuracy {result['per_dataset_accuracy']})")
         out = {**asdict(base), "quote_model": replace(model, how=how).to_dict(), "threshold": bar, "how": how}

@@ -224,6 +224,20 @@ def test_people_sets_are_a_clean_split_of_articles_answers():
             assert all(a in text for a in q.answers), q.id
 
 
+def test_written_training_questions_quote_their_squad_train_paragraphs():
+    """eval/written-squad-train.jsonl: training data only, over SQuAD *train* paragraphs."""
+    data = json.loads((SQUAD / "train-v1.1.json").read_text())["data"]
+    rows = [json.loads(line) for line in (REPO / "eval" / "written-squad-train.jsonl").read_text().splitlines()]
+    assert len(rows) >= 500 and len({r["id"] for r in rows}) == len(rows)
+    for r in rows:
+        at = r["squad_train"]
+        assert data[at["article"]]["title"] == at["title"], r["id"]
+        para = data[at["article"]]["paragraphs"][at["paragraph"]]["context"]
+        assert (r["kind"] == "unanswerable-near") == (not r["answers"]), r["id"]
+        assert all(a in para for a in r["answers"]), r["id"]
+        assert r["kind"] in (*ev.FACTOID_KINDS, *ev.NON_FACTOID_KINDS, "unanswerable-near"), r["id"]
+
+
 def test_split_is_stratified_and_fixed_by_its_seed():
     sys.path.insert(0, str(REPO / "scripts"))
     from split_questions import split
