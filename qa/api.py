@@ -153,20 +153,11 @@ class Verbatim:
         """Update the index; ``only``: the files known to have changed (None: scan all). The
         index keeps the settings it was built with (its model included) but those named; a
         named one that differs rebuilds it."""
-        # the built settings are read under the lock that the update holds: a writer that
+        self._settle_settings()  # loads the encoder before the lock: the settings rarely change
+        # the built settings are read again under the lock that the update holds: a writer that
         # finished while this one waited must not have its settings undone
         with store.WriteLock(self.index_dir, wait=wait, on_wait=log):
-            built = store.built_with(self.index_dir)
-            if built is not None:
-                wanted = replace(built, **{f: getattr(self.settings, f) for f in self.named})
-                if wanted.model != self.settings.model:
-                    self._encoder = self._query_encoder = None
-                self.settings = wanted
-            if self.settings.passage_vectors == "sentences" and not can_pool(self.document_encoder):
-                if "passage_vectors" in self.named:
-                    raise VerbatimError(f"the model {self.settings.model} cannot pool passage vectors from its "
-                                        "sentences (it is not mean-pooled): use --passage-vectors own")
-                self.settings = replace(self.settings, passage_vectors="own")
+            self._settle_settings()
             report = sync_mod.sync(
                 self.corpus_dir, self.index_dir, self.settings, self.document_encoder,
                 root=self.root, progress=progress, log=log, wait=wait, rehash=rehash, only=only,
@@ -175,6 +166,21 @@ class Verbatim:
         if not (self.onnx_dir / "checked").exists() and ensure_onnx_export(self.encoder, self.onnx_dir):
             self._query_encoder = None  # from now on questions and articles go through the export
         return report
+
+    def _settle_settings(self) -> None:
+        """The settings a sync writes: the built index's, but those the user named (a named one
+        that differs rebuilds it), and its encoder."""
+        built = store.built_with(self.index_dir)
+        if built is not None:
+            wanted = replace(built, **{f: getattr(self.settings, f) for f in self.named})
+            if wanted.model != self.settings.model:
+                self._encoder = self._query_encoder = None
+            self.settings = wanted
+        if self.settings.passage_vectors == "sentences" and not can_pool(self.document_encoder):
+            if "passage_vectors" in self.named:
+                raise VerbatimError(f"the model {self.settings.model} cannot pool passage vectors from its "
+                                    "sentences (it is not mean-pooled): use --passage-vectors own")
+            self.settings = replace(self.settings, passage_vectors="own")
 
     def ensure_index(self, log=None) -> sync_mod.SyncReport | None:
         """Build (or rebuild, if stale) the index; return the report, or None if it was fine."""

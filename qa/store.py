@@ -105,23 +105,27 @@ class WriteLock:
     Re-entrant within one thread: ``Verbatim.sync`` holds it while it reads the built settings
     and ``sync.sync`` takes it again inside (another thread or process still waits)."""
 
-    _held: dict[tuple[str, int], int] = {}  # (lock file, thread) -> depth, in this process
-    _guard = threading.Lock()
+    _local = threading.local()  # per thread: lock file -> depth (gone with the thread)
 
     def __init__(self, index_dir: Path, wait: bool = True, on_wait: Progress | None = None):
         self.path = index_dir / ".lock"
         self.wait = wait
         self.on_wait = on_wait
         self._fh = None
-        self._key = ("", 0)
+        self._key = ""
+
+    def _depths(self) -> dict[str, int]:
+        if not hasattr(WriteLock._local, "depth"):
+            WriteLock._local.depth = {}
+        return WriteLock._local.depth
 
     def __enter__(self) -> "WriteLock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._key = (str(self.path.resolve()), threading.get_ident())
-        with WriteLock._guard:
-            if self._key in WriteLock._held:
-                WriteLock._held[self._key] += 1
-                return self
+        self._key = str(self.path.resolve())
+        depths = self._depths()
+        if self._key in depths:  # this thread holds it already
+            depths[self._key] += 1
+            return self
         fh = open(self.path, "a+")
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -141,21 +145,22 @@ class WriteLock:
         fh.write(f"pid {os.getpid()}")
         fh.flush()
         self._fh = fh
-        with WriteLock._guard:
-            WriteLock._held[self._key] = 1
+        depths[self._key] = 1
         return self
 
     def __exit__(self, *exc) -> None:
-        with WriteLock._guard:
-            WriteLock._held[self._key] -= 1
-            if WriteLock._held[self._key]:
-                return
-            del WriteLock._held[self._key]
+        depths = self._depths()
+        depths[self._key] -= 1
+        if depths[self._key]:
+            return
+        del depths[self._key]
         assert self._fh is not None
-        self._fh.seek(0)
-        self._fh.truncate()
-        fcntl.flock(self._fh, fcntl.LOCK_UN)
-        self._fh.close()
+        try:
+            self._fh.seek(0)
+            self._fh.truncate()
+        finally:
+            fcntl.flock(self._fh, fcntl.LOCK_UN)
+            self._fh.close()
 
 
 def current_generation(index_dir: Path) -> Path | None:

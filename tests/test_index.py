@@ -221,7 +221,7 @@ def test_concurrent_writer_gets_a_clear_message(hashing_service):
             locked.set()
             done.wait(30)
 
-    t = threading.Thread(target=writer)
+    t = threading.Thread(target=writer, daemon=True)
     t.start()
     try:
         assert locked.wait(30)
@@ -230,7 +230,7 @@ def test_concurrent_writer_gets_a_clear_message(hashing_service):
     finally:
         done.set()
         t.join()
-    with store.WriteLock(hashing_service.index_dir), store.WriteLock(hashing_service.index_dir):
+    with store.WriteLock(hashing_service.index_dir, wait=False), store.WriteLock(hashing_service.index_dir, wait=False):
         assert hashing_service.sync(wait=False).changed_anything is False  # its own thread's: no wait
 
 

@@ -1,7 +1,6 @@
 """Reindexing never loses anything: SIGKILL at any point, locks, uploads, removal, watching."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from qa import Verbatim
 from qa import index as index_mod
 from qa.config import IndexSettings
 from qa.errors import IndexBusy, VerbatimError
-from qa.manage import add_file, remove_files, safe_filename, watch
+from qa.manage import add_file, safe_filename, watch
 
 from .conftest import SQUAD
 from .test_index import _state
@@ -128,16 +127,19 @@ def test_a_sync_that_waited_keeps_the_settings_the_writer_before_it_chose(tmp_pa
         "    Verbatim(root / 'corpus', root / 'index', root=root, named={'chunk_sentences'},\n"
         "             settings=IndexSettings(model='hashing-256', chunk_sentences=2)).sync()\n")],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert writer.stdout.readline().strip() == "locked"
-    waiting, reports = threading.Event(), []
-    later = Verbatim(tmp_path / "corpus", tmp_path / "index", root=tmp_path, named=())  # names nothing
-    t = threading.Thread(target=lambda: reports.append(later.sync(log=lambda msg: waiting.set())))
-    t.start()
-    assert waiting.wait(30)  # it is waiting for the writer's lock
-    writer.stdin.write("go\n")
-    writer.stdin.close()
-    assert writer.wait(60) == 0
-    t.join(60)
+    try:
+        assert writer.stdout.readline().strip() == "locked"
+        waiting, reports = threading.Event(), []
+        later = Verbatim(tmp_path / "corpus", tmp_path / "index", root=tmp_path, named=())  # names nothing
+        t = threading.Thread(target=lambda: reports.append(later.sync(log=lambda msg: waiting.set())), daemon=True)
+        t.start()
+        assert waiting.wait(30)  # it is waiting for the writer's lock
+        writer.stdin.write("go\n")
+        writer.stdin.close()
+        assert writer.wait(60) == 0
+        t.join(60)
+    finally:
+        writer.kill()
     assert reports and not reports[0].rebuilt_reason and not reports[0].changed_anything
     assert index_mod.Index.load(tmp_path / "index").manifest.settings["chunk_sentences"] == 2
 
