@@ -63,17 +63,20 @@ def quote_row(question: str, cands, golds, present: int, i: int) -> tuple:
             np.array([contains_answer(c.sentence.text, golds) for c in cands]), present, i)
 
 
-def squad_rows(a, cal: Calibration) -> list[tuple]:
-    v, questions, work, _ = tune_corpus(a.paragraphs, a.seed, a.exclude)
-    questions = questions[: a.questions]
-    # rows depend on the calibration, the questions, the reader's weights, the feature code and
-    # what built the index (its sentence vectors feed the features)
+def rows_key(cal: Calibration, v, *extra) -> str:
+    """What rows depend on: the calibration, the feature code, the reader's weights, what built
+    the index (its sentence vectors feed the features) and ``extra`` (the questions)."""
     code = Path(answering.__file__).read_bytes()
     reader = (READER_DIR / "reader.int8.onnx").read_bytes() if (READER_DIR / "reader.int8.onnx").exists() else b""
     built = v.index().manifest.settings
-    key = hashlib.sha256(repr((asdict(cal), len(questions), QUOTE_FEATURES, built)).encode() + code + reader
-                         ).hexdigest()[:10]
-    cache = work / f"quote-rows-{key}.pkl"
+    return hashlib.sha256(repr((asdict(cal), *extra, QUOTE_FEATURES, built)).encode() + code + reader
+                          ).hexdigest()[:10]
+
+
+def squad_rows(a, cal: Calibration, corpus) -> list[tuple]:
+    v, questions, work, _ = corpus
+    questions = questions[: a.questions]
+    cache = work / f"quote-rows-{rows_key(cal, v, len(questions))}.pkl"
     if cache.exists():
         return pickle.loads(cache.read_bytes())
     rows: list[tuple] = []
@@ -87,41 +90,42 @@ def squad_rows(a, cal: Calibration) -> list[tuple]:
     return rows
 
 
+def asked_rows(v, cal: Calibration, questions: list[tuple[str, list[str]]], first: int) -> list[tuple]:
+    """Each (question, answers) asked over ``v``'s whole corpus (no answers: one it does not
+    answer), numbered from ``first``."""
+    idx, rows = v.index(), []
+    for i, (q, answers) in enumerate(questions):
+        if cands := ranked(v, idx, cal, q, v.query_encoder.encode_queries([q])[0]):
+            rows.append(quote_row(q, cands, answers, 1 if answers else 3, first + i))
+    return rows
+
+
 def corpus_rows(path: Path, cal: Calibration) -> list[tuple]:
     """The askings of a question set over the shipped corpus."""
     v = Verbatim()
     v.ensure_index()
-    idx = v.index()
-    rows = []
-    for i, q in enumerate(load_jsonl(path)):
-        cands = ranked(v, idx, cal, q.question, v.query_encoder.encode_queries([q.question])[0])
-        if cands:
-            rows.append(quote_row(q.question, cands, q.answers, 1 if q.answerable else 3, 100_000 + i))
-    return rows
+    return asked_rows(v, cal, [(q.question, q.answers) for q in load_jsonl(path)], 100_000)
 
 
-def written_rows(a, path: Path, cal: Calibration) -> list[tuple]:
-    """The questions of ``path`` (``eval/written-squad-train.jsonl``: written the way people
-    ask over SQuAD train paragraphs) whose paragraph is in the open corpus, each asked over the
-    whole corpus (``answers`` [] for one its paragraph does not answer)."""
-    v, _, work, paras = tune_corpus(a.paragraphs, a.seed, a.exclude)
-    code = Path(answering.__file__).read_bytes()
-    key = hashlib.sha256(repr((asdict(cal), QUOTE_FEATURES, v.index().manifest.settings)).encode() + code
-                         + path.read_bytes()).hexdigest()[:10]
-    cache = work / f"written-rows-{key}.pkl"
-    if cache.exists():
-        return pickle.loads(cache.read_bytes())
+def written_rows(path: Path, cal: Calibration, corpus) -> list[tuple]:
+    """The ``quote-model`` part of ``path`` (``eval/written-squad-train.jsonl``: questions
+    written the way people ask over SQuAD train paragraphs), each asked over the whole open
+    corpus, which must hold every one of their paragraphs."""
+    v, _, work, paras = corpus
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    lines = [q for q in lines if q["part"] == "quote-model"]
     data = json.loads(TRAIN.read_text())["data"]
     held = {p["context"] for _, p in paras}
-    idx, rows = v.index(), []
-    for i, line in enumerate(path.read_text().splitlines()):
-        q = json.loads(line)
-        at = q["squad_train"]
-        if data[at["article"]]["paragraphs"][at["paragraph"]]["context"] not in held:
-            continue
-        cands = ranked(v, idx, cal, q["question"], v.query_encoder.encode_queries([q["question"]])[0])
-        if cands:
-            rows.append(quote_row(q["question"], cands, q["answers"], 1 if q["answers"] else 3, 200_000 + i))
+    missing = sum(data[q["squad_train"]["article"]]["paragraphs"][q["squad_train"]["paragraph"]]["context"]
+                  not in held for q in lines)
+    if missing:
+        sys.exit(f"{missing} of the {len(lines)} quote-model questions of {path} are over paragraphs this "
+                 "corpus does not hold: they were written over the corpus of --paragraphs 800 --seed 7 "
+                 "--exclude .cache/shipped-reader/used_question_ids.json")
+    cache = work / f"written-rows-{rows_key(cal, v, path.read_bytes())}.pkl"
+    if cache.exists():
+        return pickle.loads(cache.read_bytes())
+    rows = asked_rows(v, cal, [(q["question"], q["answers"]) for q in lines], 200_000)
     cache.write_bytes(pickle.dumps(rows))
     return rows
 
@@ -136,15 +140,20 @@ def main() -> None:
     ap.add_argument("--people-share", type=float, default=0.8, help="weight of the people questions in the fit")
     ap.add_argument("--written", type=Path, help="questions written the way people ask over SQuAD train "
                     "paragraphs (eval/written-squad-train.jsonl); those over the corpus's paragraphs are fitted on")
-    ap.add_argument("--written-share", type=float, default=0.0, help="their weight in the fit (taken from SQuAD's)")
+    ap.add_argument("--written-share", type=float, default=0.1,
+                    help="their weight in the fit (SQuAD's is what the people and written shares leave)")
+    ap.add_argument("--written-in-bar", action="store_true", help="they join the choice of the answer bar")
     ap.add_argument("--write", action="store_true")
     a = ap.parse_args()
+    if a.people_share + (a.written_share if a.written else 0) >= 1:
+        ap.error("the people and written shares must leave SQuAD a share above 0")
     base = Calibration.load(quote_model=False)  # features are read in score order, without the model
     t = time.perf_counter()
-    squad = squad_rows(a, base)
+    corpus = tune_corpus(a.paragraphs, a.seed, a.exclude)
+    written = written_rows(a.written, base, corpus) if a.written else []  # first: it checks the corpus
+    squad = squad_rows(a, base, corpus)
     people = corpus_rows(PEOPLE_TUNE, base)
     shipped = corpus_rows(SHIPPED_SET, base)
-    written = written_rows(a, a.written, base) if a.written else []
     print(f"{len(squad)} SQuAD train askings, {len(people)} people-tune questions, {len(written)} written over "
           f"train paragraphs; rows in {time.perf_counter() - t:.0f} s")
     askings = [("squad", r) for r in squad] + [("people", r) for r in people] + [("written", r) for r in written]
@@ -155,7 +164,8 @@ def main() -> None:
     asking_of = np.repeat(np.arange(len(askings)), per)
     group = np.array([r[3] for _, r in askings])
     # each source weighs its share in all; within it, each asking the same
-    share_of = {"people": a.people_share, "written": a.written_share, "squad": 1 - a.people_share - a.written_share}
+    share_of = {"people": a.people_share, "written": a.written_share if written else 0.0}
+    share_of["squad"] = 1 - share_of["people"] - share_of["written"]
     w_ask = np.array([share_of[s] / max(n_by[s], 1) for s, _ in askings]) / per
     weight = np.repeat(w_ask, per) * len(X)
     fold = group[asking_of] % 5
@@ -177,7 +187,7 @@ def main() -> None:
 
     held_sum = summary(held)
     by_score = summary(-np.concatenate([np.arange(n) for n in per]).astype(float))  # score order
-    for src in ("squad", "people", "written"):
+    for src in (x for x in ("squad", "people", "written") if n_by[x]):
         ans = [(h, s) for h, s in zip(held_sum, by_score) if h[0] == src and h[1]]
         print(f"  {src}: top-1 ranked by probability (5-fold) {np.mean([h[2] for h, _ in ans]):.3f}, "
               f"by score {np.mean([s[2] for _, s in ans]):.3f} ({len(ans)} askings with the answer present)")
@@ -186,8 +196,9 @@ def main() -> None:
     held_sum += [("shipped", r[2] == 1, bool(r[1][o[0]]), float(pr[o[0]]), [])
                  for r in shipped for pr in [model.probability(r[0])] for o in [np.argsort(-pr, kind="stable")]]
     share = round(float(np.mean([not q.answerable for q in load_jsonl(PEOPLE_TUNE)])), 4)
+    in_bar = ("squad", "people", "shipped") + (("written",) if written and a.written_in_bar else ())
     sets = {src: [SimpleNamespace(answerable=h[1], best_contains=h[2], confidence=h[3])
-                  for h in held_sum if h[0] == src] for src in ("squad", "people", "shipped", "written") if n_by.get(src, 1)}
+                  for h in held_sum if h[0] == src] for src in in_bar}
     result = calibrate(sets, unanswerable_share=share, decline_wrong=True)
     bar = result["threshold"]
     print(f"answer bar {bar:.4f}: decision accuracy {result['per_dataset_accuracy']}, answered share "
