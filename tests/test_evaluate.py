@@ -236,6 +236,11 @@ def test_written_training_questions_quote_their_squad_train_paragraphs():
         assert (r["kind"] == "unanswerable-near") == (not r["answers"]), r["id"]
         assert all(a in para for a in r["answers"]), r["id"]
         assert r["kind"] in (*ev.FACTOID_KINDS, *ev.NON_FACTOID_KINDS, "unanswerable-near"), r["id"]
+    # the verifier's part is over paragraphs the quote model's fit never reads
+    paras = {part: {(r["squad_train"]["article"], r["squad_train"]["paragraph"]) for r in rows if r["part"] == part}
+             for part in ("quote-model", "verifier")}
+    assert all(paras.values()) and not paras["quote-model"] & paras["verifier"]
+    assert {r["part"] for r in rows} == set(paras)
 
 
 def test_split_is_stratified_and_fixed_by_its_seed():
