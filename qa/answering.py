@@ -570,9 +570,20 @@ def _norm(text: str) -> str:
     return " ".join(text.split()).casefold()
 
 
+_CLOSERS = "\"'”’»)] "
+
+
+def introduces(sentence: str) -> bool:
+    """A sentence that ends with a colon ("She said:", "…for two reasons:") introduces the next."""
+    return sentence.rstrip().rstrip(_CLOSERS).endswith(":")
+
+
 def build_quotes(index: Index, cands: list[Candidate], top: int,
                  sources: dict[str, Source]) -> list[Quote]:
-    """Group identical sentences across documents; return the ``top`` groups as quotes."""
+    """Group identical sentences across documents; return the ``top`` groups as quotes. A
+    sentence that introduces the next (``introduces``) and the sentence it introduces are
+    quoted together, whichever was chosen: one span of the document, so the quote is still its
+    text verbatim, and a sentence an earlier quote holds is not quoted again."""
     groups: dict[str, list[Candidate]] = {}
     order: list[str] = []
     for c in cands:
@@ -581,15 +592,26 @@ def build_quotes(index: Index, cands: list[Candidate], top: int,
             groups[k] = []
             order.append(k)
         groups[k].append(c)
-    quotes = []
-    for k in order[:top]:
+    quotes: list[Quote] = []
+    for k in order:
+        if len(quotes) == top:
+            break
         best, *others = groups[k]
         s = best.sentence
+        if any(q.source.doc_id == s.doc_id and q.span.start <= s.start and s.end <= q.span.end for q in quotes):
+            continue  # an earlier quote ran on into this sentence
         text = index.document_text(s.doc_id)
         n = index.sentence_count(s.doc_id)
-        around = index.sentences(s.doc_id, max(0, best.idx - 1), min(n - 1, best.idx + 1))
-        ctx_start = min(x.start for _, x, _ in around)
-        ctx_end = max(x.end for _, x, _ in around)
+        # "She said:" is quoted with what she said, and what she said with "She said:"
+        first = last = best.idx
+        near = {i: x for i, x, _ in index.sentences(s.doc_id, max(0, first - 2), min(n - 1, last + 2))}
+        if first - 1 in near and near[first - 1].kind == "body" and introduces(near[first - 1].text):
+            first -= 1
+        if last + 1 in near and near[last + 1].kind == "body" and introduces(s.text):
+            last += 1
+        start, end = near[first].start, near[last].end
+        ctx_start = near.get(first - 1, near[first]).start  # one sentence either side
+        ctx_end = near.get(last + 1, near[last]).end
         answer_span = answer = None
         if best.span is not None:
             answer_span = Span(s.start + best.span[0], s.start + best.span[1])
@@ -605,11 +627,11 @@ def build_quotes(index: Index, cands: list[Candidate], top: int,
         quotes.append(
             Quote(
                 page=page,
-                text=s.text, span=Span(s.start, s.end), score=best.score, reader_margin=best.reader_margin,
+                text=text[start:end], span=Span(start, end), score=best.score, reader_margin=best.reader_margin,
                 probability=best.probability,
                 source=sources[s.doc_id], also_in=tuple(also),
                 answer=answer, answer_span=answer_span,
-                context_before=text[ctx_start:s.start], context_after=text[s.end:ctx_end],
+                context_before=text[ctx_start:start], context_after=text[end:ctx_end],
                 context_span=Span(ctx_start, ctx_end),
             )
         )

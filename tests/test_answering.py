@@ -275,3 +275,56 @@ def test_a_named_calibration_file_that_cannot_be_used_is_an_error(tmp_path):
         Calibration.load(tmp_path / "missing.json", strict=True)
     f.write_text('{"threshold": 0.3}')
     assert Calibration.load(f, strict=True).threshold == 0.3
+
+
+@pytest.mark.parametrize("sentence,runs_on", [
+    ("She said:", True), ("…for two reasons: ", True), ("He wrote:”", True),
+    ("No colon here.", False), ("The ratio was 3:1 in 2023.", False), ('He said: "go."', False),
+])
+def test_a_sentence_ending_with_a_colon_introduces_the_next(sentence, runs_on):
+    from qa.answering import introduces
+
+    assert introduces(sentence) is runs_on
+
+
+def test_a_quote_that_introduces_the_next_sentence_runs_on_into_it_verbatim(tmp_path):
+    from qa import Verbatim
+    from qa.config import IndexSettings
+
+    (tmp_path / "corpus").mkdir()
+    doc = ("Grace Jo spoke at the hearing in Seoul about the Onsong camp.\n\n"
+           "Asked about the Onsong camp, the witness Grace Jo said:\n\n"
+           "\u201cEvery night, I heard the screams of women in the prison camp.\u201d\n\n"
+           "The hearing in Seoul ended at noon.")
+    (tmp_path / "corpus" / "a.txt").write_text(doc)
+    v = Verbatim(tmp_path / "corpus", tmp_path / "index", settings=IndexSettings(model="hashing-256"),
+                 root=tmp_path)
+    v.sync()
+    r = v.ask("What did the witness Grace Jo say about the Onsong camp?", top=5)
+    quotes = list(r.answers) + list(r.closest)
+    text = v.index().document_text(quotes[0].source.doc_id)
+    assert text == doc
+    for x in quotes:
+        assert x.text == text[x.span.start:x.span.end]  # verbatim, whatever its length
+    said = [x for x in quotes if x.text.startswith("Asked about")]
+    assert len(said) == 1
+    assert said[0].text == ("Asked about the Onsong camp, the witness Grace Jo said:\n\n"
+                            "\u201cEvery night, I heard the screams of women in the prison camp.\u201d")
+    assert said[0].context_after == "\n\nThe hearing in Seoul ended at noon."
+    # the sentence it ran into is not quoted again on its own
+    assert not [x for x in quotes if x.text.startswith("\u201cEvery night")]
+    assert len(quotes) == 3
+    # whichever of the two is chosen first, the quote is the same span; each sentence alone
+    from qa.answering import Candidate, build_quotes
+
+    idx, doc_id = v.index(), quotes[0].source.doc_id
+    sents = [x for _, x, _ in idx.sentences(doc_id, 0, idx.sentence_count(doc_id) - 1)]
+    assert len(sents) == 4
+    cands = [Candidate(x, i, 0.0, 0.0, 0.0) for i, x in enumerate(sents)]
+    sources = {doc_id: quotes[0].source}
+    said, first, last = (sents[1].start, sents[2].end), (sents[0].start, sents[0].end), (sents[3].start, sents[3].end)
+    for order, spans in (([1, 2, 0, 3], [said, first, last]), ([2, 1, 0, 3], [said, first, last]),
+                         ([0, 3, 1, 2], [first, last, said]), ([0, 2, 3, 1], [first, said, last])):
+        built = build_quotes(idx, [cands[i] for i in order], 5, sources)
+        assert [(q.span.start, q.span.end) for q in built] == spans, order
+        assert all(q.text == doc[q.span.start:q.span.end] for q in built)
