@@ -578,12 +578,48 @@ def introduces(sentence: str) -> bool:
     return sentence.rstrip().rstrip(_CLOSERS).endswith(":")
 
 
+_ITEM = re.compile(r"\s*(?:[-*•–]|\d{1,2}[.)])\s")  # a list item: "- …", "• …", "2. …"
+RUN_ITEMS = 10  # list items a quote runs on through, at most
+
+
+def _run_end(near: dict[int, Sentence], i: int) -> int:
+    """The last sentence the introducing sentence ``i`` runs on to: the list items after it, or
+    the one sentence after it."""
+    nxt = near.get(i + 1)
+    if nxt is None or nxt.kind == "furniture":
+        return i
+    if _ITEM.match(nxt.text):
+        j = i + 1
+        while (j + 1 in near and j + 1 - i <= RUN_ITEMS and near[j + 1].kind != "furniture"
+               and _ITEM.match(near[j + 1].text)):
+            j += 1
+        return j
+    return i + 1 if nxt.kind == "body" else i
+
+
+def quoted_run(near: dict[int, Sentence], idx: int) -> tuple[int, int]:
+    """The first and last sentence of the quote for sentence ``idx`` (``near``: the sentences
+    around it by position): itself, or, when it introduces what follows or is what a sentence
+    before it introduces (``introduces``: "She said:", "…three demands:" and its list items),
+    that whole run."""
+    j = idx
+    while (prev := near.get(j - 1)) is not None and prev.kind != "furniture":
+        if introduces(prev.text):
+            if _run_end(near, j - 1) >= idx:
+                return j - 1, _run_end(near, j - 1)
+            break
+        if idx - j >= RUN_ITEMS or not (_ITEM.match(near[j].text) and _ITEM.match(prev.text)):
+            break
+        j -= 1
+    return idx, (_run_end(near, idx) if introduces(near[idx].text) else idx)
+
+
 def build_quotes(index: Index, cands: list[Candidate], top: int,
                  sources: dict[str, Source]) -> list[Quote]:
     """Group identical sentences across documents; return the ``top`` groups as quotes. A
-    sentence that introduces the next (``introduces``) and the sentence it introduces are
-    quoted together, whichever was chosen: one span of the document, so the quote is still its
-    text verbatim, and a sentence an earlier quote holds is not quoted again."""
+    sentence that introduces what follows and what it introduces are quoted together, whichever
+    was chosen (``quoted_run``): one span of the document, so the quote is still its text
+    verbatim, and a sentence an earlier quote holds is not quoted again."""
     groups: dict[str, list[Candidate]] = {}
     order: list[str] = []
     for c in cands:
@@ -603,12 +639,9 @@ def build_quotes(index: Index, cands: list[Candidate], top: int,
         text = index.document_text(s.doc_id)
         n = index.sentence_count(s.doc_id)
         # "She said:" is quoted with what she said, and what she said with "She said:"
-        first = last = best.idx
-        near = {i: x for i, x, _ in index.sentences(s.doc_id, max(0, first - 2), min(n - 1, last + 2))}
-        if first - 1 in near and near[first - 1].kind == "body" and introduces(near[first - 1].text):
-            first -= 1
-        if last + 1 in near and near[last + 1].kind == "body" and introduces(s.text):
-            last += 1
+        reach = RUN_ITEMS + 2
+        near = {i: x for i, x, _ in index.sentences(s.doc_id, max(0, best.idx - reach), min(n - 1, best.idx + reach))}
+        first, last = quoted_run(near, best.idx)
         start, end = near[first].start, near[last].end
         ctx_start = near.get(first - 1, near[first]).start  # one sentence either side
         ctx_end = near.get(last + 1, near[last]).end

@@ -2,6 +2,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from qa.answering import answer_span, question_type
 from qa.api import clean_question
@@ -328,3 +330,56 @@ def test_a_quote_that_introduces_the_next_sentence_runs_on_into_it_verbatim(tmp_
         built = build_quotes(idx, [cands[i] for i in order], 5, sources)
         assert [(q.span.start, q.span.end) for q in built] == spans, order
         assert all(q.text == doc[q.span.start:q.span.end] for q in built)
+
+
+_KINDS = {"plain": ("A plain sentence.", "body"), "intro": ("It said:", "heading"),
+          "intro-body": ("The report makes these demands:", "body"), "item": ("- an item", "heading"),
+          "item-body": ("- An item that is a sentence.", "body"), "furniture": ("Share this:", "furniture")}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(sorted(_KINDS)), min_size=1, max_size=30), st.data())
+def test_a_run_holds_its_sentence_starts_at_what_introduces_it_and_is_the_same_from_inside(kinds, data):
+    from qa.answering import RUN_ITEMS, introduces, quoted_run
+    from qa.types import Sentence
+
+    near = {i: Sentence("d", 10 * i, 10 * i + 5, _KINDS[k][0], _KINDS[k][1]) for i, k in enumerate(kinds)}
+    quotable = [i for i, x in near.items() if x.kind == "body"]  # what a candidate can be
+    assume(quotable)
+    idx = data.draw(st.sampled_from(quotable))
+    first, last = quoted_run(near, idx)
+    assert first <= idx <= last and last - first <= RUN_ITEMS + 1
+    if (first, last) != (idx, idx):
+        assert introduces(near[first].text)  # a run starts at the sentence that introduces it
+        assert all(near[i].kind != "furniture" for i in range(first, last + 1))
+        if first < idx:  # reached from inside: every quotable sentence of it gives the same run
+            assert all(quoted_run(near, i) == (first, last) for i in range(first + 1, last + 1) if i in quotable)
+
+
+def test_a_list_is_quoted_whole_with_the_sentence_that_introduces_it(tmp_path):
+    from qa import Verbatim
+    from qa.answering import Candidate, build_quotes
+    from qa.config import IndexSettings
+
+    (tmp_path / "corpus").mkdir()
+    doc = ("# Demands\n\nThe coalition's report makes three demands of China:\n\n"
+           "- stop forced repatriations\n- give the UNHCR access to refugees\n- prosecute traffickers\n\n"
+           "The report was published in Seoul in 2023.")
+    (tmp_path / "corpus" / "a.md").write_text(doc)
+    v = Verbatim(tmp_path / "corpus", tmp_path / "index", settings=IndexSettings(model="hashing-256"),
+                 root=tmp_path)
+    v.sync()
+    idx = v.index()
+    doc_id = next(iter(idx.doc_ids_for(["corpus/a.md"])))
+    text = idx.document_text(doc_id)
+    sents = [x for _, x, _ in idx.sentences(doc_id, 0, idx.sentence_count(doc_id) - 1)]
+    intro = next(i for i, x in enumerate(sents) if x.text.startswith("The coalition"))
+    items = [i for i, x in enumerate(sents) if x.text.startswith("- ")]
+    assert items == [intro + 1, intro + 2, intro + 3]
+    source = v.ask("What does the coalition demand?").closest or v.ask("What does the coalition demand?").answers
+    sources = {doc_id: source[0].source}
+    whole = text[text.index("The coalition"):text.index("traffickers") + len("traffickers")]
+    for chosen in (intro, items[1]):
+        (q,) = build_quotes(idx, [Candidate(sents[chosen], chosen, 0.0, 0.0, 0.0)], 3, sources)
+        assert q.text == whole == text[q.span.start:q.span.end]
+        assert q.context_after == "\n\nThe report was published in Seoul in 2023."
