@@ -570,7 +570,7 @@ def _norm(text: str) -> str:
     return " ".join(text.split()).casefold()
 
 
-_CLOSERS = "\"'”’»)] "
+_CLOSERS = "\"'”’» "  # closing quotation marks ("…he said:”" introduces too)
 
 
 def introduces(sentence: str) -> bool:
@@ -579,39 +579,64 @@ def introduces(sentence: str) -> bool:
 
 
 _ITEM = re.compile(r"\s*(?:[-*•–]|\d{1,2}[.)])\s")  # a list item: "- …", "• …", "2. …"
-RUN_ITEMS = 10  # list items a quote runs on through, at most
+RUN_MAX = 12  # sentences one quote holds, at most: an introducing sentence and a list of 11
 
 
-def _run_end(near: dict[int, Sentence], i: int) -> int:
-    """The last sentence the introducing sentence ``i`` runs on to: the list items after it, or
-    the one sentence after it."""
-    nxt = near.get(i + 1)
-    if nxt is None or nxt.kind == "furniture":
-        return i
-    if _ITEM.match(nxt.text):
-        j = i + 1
-        while (j + 1 in near and j + 1 - i <= RUN_ITEMS and near[j + 1].kind != "furniture"
-               and _ITEM.match(near[j + 1].text)):
-            j += 1
-        return j
-    return i + 1 if nxt.kind == "body" else i
+def own_line(x: Sentence, text: str) -> bool:
+    """The sentence is a line of ``text`` by itself."""
+    line_end = text.find("\n", x.end)
+    return text[text.rfind("\n", 0, x.start) + 1: len(text) if line_end == -1 else line_end].strip() == x.text.strip()
 
 
-def quoted_run(near: dict[int, Sentence], idx: int) -> tuple[int, int]:
-    """The first and last sentence of the quote for sentence ``idx`` (``near``: the sentences
-    around it by position): itself, or, when it introduces what follows or is what a sentence
-    before it introduces (``introduces``: "She said:", "…three demands:" and its list items),
-    that whole run."""
-    j = idx
-    while (prev := near.get(j - 1)) is not None and prev.kind != "furniture":
-        if introduces(prev.text):
-            if _run_end(near, j - 1) >= idx:
-                return j - 1, _run_end(near, j - 1)
+def _starts_run(x: Sentence, text: str) -> bool:
+    """A sentence that introduces what follows and is not a heading: quotable, or too short to
+    be quoted alone ("She said:") but not on a line by itself ("Background:"), nor a markdown
+    "## …:" line."""
+    if x.kind == "furniture" or not introduces(x.text) or x.text.lstrip().startswith("#"):
+        return False
+    return x.kind == "body" or not own_line(x, text)
+
+
+def _run_from(near: dict[int, Sentence], i: int, text: str) -> int:
+    """The last sentence of the run that sentence ``i`` starts: what an introducing sentence
+    introduces (the next sentence, or list items: each of them up to where a line does not
+    start with an item marker), chained through sentences that introduce again."""
+    j, in_item = i, False
+    while (nxt := near.get(j + 1)) is not None and nxt.kind != "furniture" and j + 1 - i < RUN_MAX:
+        cur, item = near[j], _ITEM.match(nxt.text) is not None
+        if introduces(cur.text) and (item or nxt.kind == "body"):
+            in_item = item  # what it introduces: a list, or one sentence
+        elif in_item and (item or (nxt.kind == "body" and "\n" not in text[cur.end:nxt.start])):
+            in_item = True  # the next item, or more of this one on its line
+        else:
             break
-        if idx - j >= RUN_ITEMS or not (_ITEM.match(near[j].text) and _ITEM.match(prev.text)):
-            break
-        j -= 1
-    return idx, (_run_end(near, idx) if introduces(near[idx].text) else idx)
+        j += 1
+    return j
+
+
+def quoted_run(near: dict[int, Sentence], idx: int, text: str) -> tuple[int, int]:
+    """The first and last sentence of the quote for sentence ``idx`` of a document whose
+    sentences ``near`` holds by position (at least 2 * RUN_MAX before ``idx`` and RUN_MAX after,
+    where the document has them): the run of "She said:" and what she said, or of "…three
+    demands:" and its list, that holds ``idx``; else ``idx`` alone. Runs are read from the first
+    sentence of ``near`` on, so they never overlap."""
+    i = min(near)
+    while i <= idx:
+        if _starts_run(near[i], text):
+            end = _run_from(near, i, text)
+            if end >= idx:
+                return i, end
+            i = end + 1
+        else:
+            i += 1
+    return idx, idx
+
+
+def _run_of(index: Index, doc_id: str, idx: int, text: str, n: int) -> tuple[int, int, dict[int, Sentence]]:
+    """``quoted_run`` for sentence ``idx`` of a document of ``n`` sentences, with the sentences
+    it read (one query)."""
+    near = {i: x for i, x, _ in index.sentences(doc_id, max(0, idx - 2 * RUN_MAX), min(n - 1, idx + RUN_MAX + 1))}
+    return (*quoted_run(near, idx, text), near)
 
 
 def build_quotes(index: Index, cands: list[Candidate], top: int,
@@ -619,7 +644,8 @@ def build_quotes(index: Index, cands: list[Candidate], top: int,
     """Group identical sentences across documents; return the ``top`` groups as quotes. A
     sentence that introduces what follows and what it introduces are quoted together, whichever
     was chosen (``quoted_run``): one span of the document, so the quote is still its text
-    verbatim, and a sentence an earlier quote holds is not quoted again."""
+    verbatim, and a sentence an earlier quote holds is not quoted again. "Also in" names the
+    other documents holding the same quote."""
     groups: dict[str, list[Candidate]] = {}
     order: list[str] = []
     for c in cands:
@@ -635,13 +661,11 @@ def build_quotes(index: Index, cands: list[Candidate], top: int,
         best, *others = groups[k]
         s = best.sentence
         if any(q.source.doc_id == s.doc_id and q.span.start <= s.start and s.end <= q.span.end for q in quotes):
-            continue  # an earlier quote ran on into this sentence
+            continue  # an earlier quote's run holds this sentence (runs never overlap)
         text = index.document_text(s.doc_id)
         n = index.sentence_count(s.doc_id)
         # "She said:" is quoted with what she said, and what she said with "She said:"
-        reach = RUN_ITEMS + 2
-        near = {i: x for i, x, _ in index.sentences(s.doc_id, max(0, best.idx - reach), min(n - 1, best.idx + reach))}
-        first, last = quoted_run(near, best.idx)
+        first, last, near = _run_of(index, s.doc_id, best.idx, text, n)
         start, end = near[first].start, near[last].end
         ctx_start = near.get(first - 1, near[first]).start  # one sentence either side
         ctx_end = near.get(last + 1, near[last]).end
@@ -651,12 +675,17 @@ def build_quotes(index: Index, cands: list[Candidate], top: int,
             answer = text[answer_span.start:answer_span.end]
         also = []
         seen_docs = {s.doc_id}
-        for o in others:
+        for o in others:  # the same sentence elsewhere, where it is quoted the same (run and all)
             if o.sentence.doc_id not in seen_docs:
                 seen_docs.add(o.sentence.doc_id)
-                also.append((sources[o.sentence.doc_id], Span(o.sentence.start, o.sentence.end)))
+                o_text = index.document_text(o.sentence.doc_id)
+                o_first, o_last, o_near = _run_of(index, o.sentence.doc_id, o.idx, o_text,
+                                                  index.sentence_count(o.sentence.doc_id))
+                span = Span(o_near[o_first].start, o_near[o_last].end)
+                if _norm(o_text[span.start:span.end]) == _norm(text[start:end]):
+                    also.append((sources[o.sentence.doc_id], span))
         pages = index.pages(s.doc_id)
-        page = bisect.bisect_right(pages, s.start) if pages else None
+        page = bisect.bisect_right(pages, start) if pages else None
         quotes.append(
             Quote(
                 page=page,

@@ -193,7 +193,7 @@ mark{{background:#ffe58a;padding:.1em 0;scroll-margin-top:40vh}}
 
 
 CSS = """
-.vb-quote{border-left:4px solid #c9a227;margin:.2em 0 .4em;padding:.2em .8em;font-size:1.05em}
+.vb-quote{border-left:4px solid #c9a227;margin:.2em 0 .4em;padding:.2em .8em;font-size:1.05em;white-space:pre-wrap}
 .vb-ans{background:#ffe58a;font-weight:600;padding:0 .1em}
 .vb-cite{font-size:.9em;color:#444}
 .vb-also{font-size:.85em;color:#555;margin-top:.2em}

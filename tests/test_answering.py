@@ -2,7 +2,7 @@ import json
 
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qa.answering import answer_span, question_type
@@ -220,7 +220,7 @@ def _length_model(bias: float):
 def test_the_ask_path_ranks_by_probability_and_splits_answers_from_related(hashing_service):
     from dataclasses import replace
 
-    from qa.answering import RELATED, Calibration, quote_features
+    from qa.answering import RELATED, Calibration
 
     hashing_service.sync()
     q = "What happens to defectors who are sent back to North Korea?"
@@ -334,26 +334,36 @@ def test_a_quote_that_introduces_the_next_sentence_runs_on_into_it_verbatim(tmp_
 
 _KINDS = {"plain": ("A plain sentence.", "body"), "intro": ("It said:", "heading"),
           "intro-body": ("The report makes these demands:", "body"), "item": ("- an item", "heading"),
-          "item-body": ("- An item that is a sentence.", "body"), "furniture": ("Share this:", "furniture")}
+          "item-body": ("- An item that is a sentence.", "body"), "furniture": ("Share this:", "furniture"),
+          "md-heading": ("## Three findings:", "body")}
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.lists(st.sampled_from(sorted(_KINDS)), min_size=1, max_size=30), st.data())
-def test_a_run_holds_its_sentence_starts_at_what_introduces_it_and_is_the_same_from_inside(kinds, data):
-    from qa.answering import RUN_ITEMS, introduces, quoted_run
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(sorted(_KINDS)), st.sampled_from([" ", "\n"])), min_size=1, max_size=40))
+def test_runs_hold_their_sentence_start_at_what_introduces_them_and_never_overlap(parts):
+    from qa.answering import RUN_MAX, introduces, own_line, quoted_run
     from qa.types import Sentence
 
-    near = {i: Sentence("d", 10 * i, 10 * i + 5, _KINDS[k][0], _KINDS[k][1]) for i, k in enumerate(kinds)}
+    text, near = "", {}
+    for i, (k, sep) in enumerate(parts):
+        words, kind = _KINDS[k]
+        near[i] = Sentence("d", len(text), len(text) + len(words), words, kind)
+        text += words + sep
     quotable = [i for i, x in near.items() if x.kind == "body"]  # what a candidate can be
-    assume(quotable)
-    idx = data.draw(st.sampled_from(quotable))
-    first, last = quoted_run(near, idx)
-    assert first <= idx <= last and last - first <= RUN_ITEMS + 1
-    if (first, last) != (idx, idx):
-        assert introduces(near[first].text)  # a run starts at the sentence that introduces it
-        assert all(near[i].kind != "furniture" for i in range(first, last + 1))
-        if first < idx:  # reached from inside: every quotable sentence of it gives the same run
-            assert all(quoted_run(near, i) == (first, last) for i in range(first + 1, last + 1) if i in quotable)
+    runs = {}
+    for idx in quotable:
+        window = {i: x for i, x in near.items() if idx - 2 * RUN_MAX <= i <= idx + RUN_MAX + 1}
+        first, last = runs[idx] = quoted_run(window, idx, text)
+        assert first <= idx <= last and last - first < RUN_MAX
+        if (first, last) != (idx, idx):
+            assert introduces(near[first].text)  # where it starts: not a heading
+            assert near[first].kind == "body" or not own_line(near[first], text)
+            assert not near[first].text.startswith("#")
+            assert all(near[i].kind != "furniture" for i in range(first, last + 1))
+    for i in quotable:  # two runs are the same or apart: no sentence is quoted twice
+        for j in quotable:
+            (a, b), (c, d) = runs[i], runs[j]
+            assert (a, b) == (c, d) or b < c or d < a, (i, j)
 
 
 def test_a_list_is_quoted_whole_with_the_sentence_that_introduces_it(tmp_path):
@@ -376,10 +386,62 @@ def test_a_list_is_quoted_whole_with_the_sentence_that_introduces_it(tmp_path):
     intro = next(i for i, x in enumerate(sents) if x.text.startswith("The coalition"))
     items = [i for i, x in enumerate(sents) if x.text.startswith("- ")]
     assert items == [intro + 1, intro + 2, intro + 3]
-    source = v.ask("What does the coalition demand?").closest or v.ask("What does the coalition demand?").answers
-    sources = {doc_id: source[0].source}
+    sources = idx.sources([doc_id])
     whole = text[text.index("The coalition"):text.index("traffickers") + len("traffickers")]
     for chosen in (intro, items[1]):
         (q,) = build_quotes(idx, [Candidate(sents[chosen], chosen, 0.0, 0.0, 0.0)], 3, sources)
         assert q.text == whole == text[q.span.start:q.span.end]
         assert q.context_after == "\n\nThe report was published in Seoul in 2023."
+
+
+def _hashing_service(tmp_path, files):
+    from qa import Verbatim
+    from qa.config import IndexSettings
+
+    (tmp_path / "corpus").mkdir()
+    for name, body in files.items():
+        (tmp_path / "corpus" / name).write_text(body)
+    v = Verbatim(tmp_path / "corpus", tmp_path / "index", settings=IndexSettings(model="hashing-256"),
+                 root=tmp_path)
+    v.sync()
+    return v, v.index()
+
+
+def _quote_of(idx, name, starts_with, others=()):
+    """build_quotes for the sentence of ``name`` that starts so (with the same sentence of
+    ``others`` files grouped with it)."""
+    from qa.answering import Candidate, build_quotes
+
+    cands, sources = [], {}
+    for n in (name, *others):
+        doc_id = next(iter(idx.doc_ids_for([f"corpus/{n}"])))
+        sources.update(idx.sources([doc_id]))
+        sents = [x for _, x, _ in idx.sentences(doc_id, 0, idx.sentence_count(doc_id) - 1)]
+        i = next(i for i, x in enumerate(sents) if x.text.startswith(starts_with))
+        cands.append(Candidate(sents[i], i, 0.0, 0.0, 0.0))
+    (q,) = build_quotes(idx, cands, 1, sources)
+    return q
+
+
+def test_a_list_item_of_two_sentences_stays_in_the_list_and_a_heading_starts_no_run(tmp_path):
+    doc = ("Background:\n\nThe camp held hundreds of women.\n\n"
+           "The report makes three demands:\n\n- Stop forced repatriations. This has gone on for years.\n"
+           "- Give the UNHCR access.\n- Prosecute traffickers.\n\nThe report ends there.")
+    v, idx = _hashing_service(tmp_path, {"a.txt": doc})
+    whole = doc[doc.index("The report makes"):doc.index("traffickers.") + len("traffickers.")]
+    for chosen in ("The report makes", "This has gone on", "- Prosecute"):
+        assert _quote_of(idx, "a.txt", chosen).text == whole
+    assert _quote_of(idx, "a.txt", "The camp held").text == "The camp held hundreds of women."
+
+
+def test_also_in_names_only_documents_that_quote_the_same_run(tmp_path):
+    said = "The minister told the reporters:"
+    files = {"a.txt": f"{said}\n\nWe will close the camp next year.\n\nNothing else was said.",
+             "b.txt": f"{said}\n\nWe will close the camp next year.\n\nThe reporters left.",
+             "c.txt": f"{said}\n\nThe camp will stay open.\n\nThe reporters left."}
+    v, idx = _hashing_service(tmp_path, files)
+    q = _quote_of(idx, "a.txt", said, others=("b.txt", "c.txt"))
+    assert q.text == f"{said}\n\nWe will close the camp next year."
+    assert [src.path for src, _ in q.also_in] == ["corpus/b.txt"]
+    (src, span), = q.also_in
+    assert idx.document_text(src.doc_id)[span.start:span.end] == q.text

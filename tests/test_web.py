@@ -264,6 +264,15 @@ def test_browser_question_quote_citation_and_document_view(browser, app_url):
     assert labels and set(labels) == {"related, not an answer"}
     assert "TJWG" in last.locator(".vb-closest").inner_text() and last.locator("mark.vb-ans").count() == 0
     page.screenshot(path=str(ARTIFACTS / "chat-near-unanswerable.png"))
+    # a quote that runs on over a paragraph break ("…by Chinese authorities:" and what it
+    # introduces) is shown as the article has it, line breaks included
+    before = page.locator("#chat .vb-quote").count()
+    page.fill("#question textarea", "What did Barnabas Aid find about the treatment of North Koreans in China?")
+    page.click("#ask")
+    page.wait_for_function(f"() => document.querySelectorAll('#chat .vb-quote').length > {before}", timeout=60000)
+    shown = page.locator("#chat .vb-quote").nth(before).inner_text()
+    run = shown[1:-1]
+    assert "Chinese authorities:\n\n\u201cInvestigators documented" in run and run in corpus_text, shown
     ctx.close()
 
 
