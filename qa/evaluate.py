@@ -774,6 +774,8 @@ def calibrate(datasets: dict[str, list[Prediction]], unanswerable_share: float |
             start = None
     lo, hi = max(runs, key=lambda r: r[1] - r[0])
     threshold = (lo + hi) / 2
+    if not lo < threshold <= hi:  # lo and hi a float apart: their middle rounds to lo
+        threshold = hi
     if lo < round(threshold, 4) <= hi:  # stored rounded where that decides the same
         threshold = round(threshold, 4)
     return {

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from qa import evaluate as ev
@@ -162,6 +162,7 @@ FALLBACK_FLOORS = {"top1_contains_answer": 0.70, "top3_contains_answer": 0.85, "
                    "no_answer_precision": 0.78, "source_accuracy": 0.84}
 
 
+@example(sets=[[(False, False, -10.0), (True, True, -9.999999999999998)]], share=None)  # a float apart
 @settings(max_examples=150, deadline=None)
 @given(st.lists(st.lists(st.tuples(st.booleans(), st.booleans(),
                                    st.one_of(st.none(), st.floats(-10, 10, allow_nan=False))),
