@@ -578,8 +578,16 @@ def introduces(sentence: str) -> bool:
     return sentence.rstrip().rstrip(_CLOSERS).endswith(":")
 
 
-_ITEM = re.compile(r"\s*(?:[-*•–]|\d{1,2}[.)])\s")  # a list item: "- …", "• …", "2. …"
-RUN_MAX = 12  # sentences one quote holds, at most: an introducing sentence and a list of 11
+# a list item's marker: "- …", "• …", "2. …", "10." split off by the segmenter, "(a) …", "b) …"
+_ITEM = re.compile(r"\s*(?:(?P<bullet>[-*•–▪◦·])|(?P<number>\d{1,2}[.)])|"
+                   r"(?P<letter>\([a-z0-9]{1,3}\)|[a-z][.)]))(?:\s|$)")
+RUN_MAX = 16  # sentences one quote holds, at most: an introducing sentence and its list
+
+
+def _marker(x: Sentence) -> str | None:
+    """The kind of list marker the sentence starts with (bullet, number, letter), if any."""
+    m = _ITEM.match(x.text)
+    return m.lastgroup if m else None
 
 
 def own_line(x: Sentence, text: str) -> bool:
@@ -599,28 +607,46 @@ def _starts_run(x: Sentence, text: str) -> bool:
 
 def _run_from(near: dict[int, Sentence], i: int, text: str) -> int:
     """The last sentence of the run that sentence ``i`` starts: what an introducing sentence
-    introduces (the next sentence, or list items: each of them up to where a line does not
-    start with an item marker), chained through sentences that introduce again."""
-    j, in_item = i, False
+    introduces (the next sentence, or list items, each to the end of its line; past a blank
+    line only items with the same kind of marker), chained through sentences that introduce
+    again."""
+    j, marker = i, None  # marker: the kind of the list being read, None outside one
     while (nxt := near.get(j + 1)) is not None and nxt.kind != "furniture" and j + 1 - i < RUN_MAX:
-        cur, item = near[j], _ITEM.match(nxt.text) is not None
-        if introduces(cur.text) and (item or nxt.kind == "body"):
-            in_item = item  # what it introduces: a list, or one sentence
-        elif in_item and (item or (nxt.kind == "body" and "\n" not in text[cur.end:nxt.start])):
-            in_item = True  # the next item, or more of this one on its line
+        cur, kind, gap = near[j], _marker(nxt), text[near[j].end:nxt.start]
+        if introduces(cur.text) and (kind or nxt.kind == "body"):
+            marker = kind  # what it introduces: a list, or one sentence
+        elif marker and "\n" not in gap:
+            pass  # more of this item, on its line
+        elif marker and kind and (kind == marker or gap.count("\n") < 2):
+            marker = kind if gap.count("\n") < 2 else marker  # the next item
         else:
             break
         j += 1
     return j
 
 
-def quoted_run(near: dict[int, Sentence], idx: int, text: str) -> tuple[int, int]:
+def _boundary(near: dict[int, Sentence], i: int, text: str) -> bool:
+    """No run holds both sentence ``i - 1`` and ``i``: ``i`` starts the document, or follows
+    furniture, or starts a line that is not a list item after a sentence that introduces nothing."""
+    if i == 0:
+        return True
+    prev = near.get(i - 1)
+    if prev is None:
+        return False
+    return prev.kind == "furniture" or (not introduces(prev.text) and _marker(near[i]) is None
+                                        and "\n" in text[prev.end:near[i].start])
+
+
+def quoted_run(near: dict[int, Sentence], idx: int, text: str) -> tuple[int, int] | None:
     """The first and last sentence of the quote for sentence ``idx`` of a document whose
-    sentences ``near`` holds by position (at least 2 * RUN_MAX before ``idx`` and RUN_MAX after,
-    where the document has them): the run of "She said:" and what she said, or of "…three
-    demands:" and its list, that holds ``idx``; else ``idx`` alone. Runs are read from the first
-    sentence of ``near`` on, so they never overlap."""
-    i = min(near)
+    sentences ``near`` holds by position (through RUN_MAX + 1 after ``idx``, where the document
+    has them): the run of "She said:" and what she said, or of "…three demands:" and its list,
+    that holds ``idx``; else ``idx`` alone. Runs are read from the last point before ``idx``
+    that no run crosses (``_boundary``), so every sentence of a run finds the same run, and
+    runs never overlap; None when ``near`` does not reach back to such a point."""
+    i = next((b for b in range(idx, min(near) - 1, -1) if _boundary(near, b, text)), None)
+    if i is None:
+        return None
     while i <= idx:
         if _starts_run(near[i], text):
             end = _run_from(near, i, text)
@@ -634,9 +660,13 @@ def quoted_run(near: dict[int, Sentence], idx: int, text: str) -> tuple[int, int
 
 def _run_of(index: Index, doc_id: str, idx: int, text: str, n: int) -> tuple[int, int, dict[int, Sentence]]:
     """``quoted_run`` for sentence ``idx`` of a document of ``n`` sentences, with the sentences
-    it read (one query)."""
-    near = {i: x for i, x, _ in index.sentences(doc_id, max(0, idx - 2 * RUN_MAX), min(n - 1, idx + RUN_MAX + 1))}
-    return (*quoted_run(near, idx, text), near)
+    it read: one query, unless a chain of runs reaches back further than 2 * RUN_MAX."""
+    back = 2 * RUN_MAX
+    while True:
+        near = {i: x for i, x, _ in index.sentences(doc_id, max(0, idx - back), min(n - 1, idx + RUN_MAX + 1))}
+        if (run := quoted_run(near, idx, text)) is not None:
+            return (*run, near)
+        back *= 4  # reaches the document's start, a boundary, in the end
 
 
 def build_quotes(index: Index, cands: list[Candidate], top: int,
@@ -655,18 +685,19 @@ def build_quotes(index: Index, cands: list[Candidate], top: int,
             order.append(k)
         groups[k].append(c)
     quotes: list[Quote] = []
+    taken: dict[str, list[Span]] = {}  # what the quotes so far hold, "also in" included
     for k in order:
         if len(quotes) == top:
             break
         best, *others = groups[k]
         s = best.sentence
-        if any(q.source.doc_id == s.doc_id and q.span.start <= s.start and s.end <= q.span.end for q in quotes):
-            continue  # an earlier quote's run holds this sentence (runs never overlap)
         text = index.document_text(s.doc_id)
         n = index.sentence_count(s.doc_id)
         # "She said:" is quoted with what she said, and what she said with "She said:"
         first, last, near = _run_of(index, s.doc_id, best.idx, text, n)
         start, end = near[first].start, near[last].end
+        if any(sp.start < end and start < sp.end for sp in taken.get(s.doc_id, ())):
+            continue  # an earlier quote holds some of it: no sentence is quoted twice
         ctx_start = near.get(first - 1, near[first]).start  # one sentence either side
         ctx_end = near.get(last + 1, near[last]).end
         answer_span = answer = None
@@ -684,6 +715,8 @@ def build_quotes(index: Index, cands: list[Candidate], top: int,
                 span = Span(o_near[o_first].start, o_near[o_last].end)
                 if _norm(o_text[span.start:span.end]) == _norm(text[start:end]):
                     also.append((sources[o.sentence.doc_id], span))
+        for doc_id, span in [(s.doc_id, Span(start, end))] + [(src.doc_id, sp) for src, sp in also]:
+            taken.setdefault(doc_id, []).append(span)
         pages = index.pages(s.doc_id)
         page = bisect.bisect_right(pages, start) if pages else None
         quotes.append(

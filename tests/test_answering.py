@@ -2,7 +2,7 @@ import json
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from qa.answering import answer_span, question_type
@@ -335,11 +335,16 @@ def test_a_quote_that_introduces_the_next_sentence_runs_on_into_it_verbatim(tmp_
 _KINDS = {"plain": ("A plain sentence.", "body"), "intro": ("It said:", "heading"),
           "intro-body": ("The report makes these demands:", "body"), "item": ("- an item", "heading"),
           "item-body": ("- An item that is a sentence.", "body"), "furniture": ("Share this:", "furniture"),
-          "md-heading": ("## Three findings:", "body")}
+          "md-heading": ("## Three findings:", "body"), "number-item": ("1. A numbered sentence.", "body"),
+          "number-split": ("10.", "heading"), "short": ("Right now.", "heading")}
 
 
+@example(parts=[("intro-body", "\n")] * 70)  # a chain of runs longer than the window
+@example(parts=[("intro-body", "\n"), ("item-body", "\n"), ("item-body", "\n\n"), ("number-item", "\n"),
+                ("plain", "\n")])  # past a blank line, a list goes on only with the same marker
 @settings(max_examples=400, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(sorted(_KINDS)), st.sampled_from([" ", "\n"])), min_size=1, max_size=40))
+@given(st.lists(st.tuples(st.sampled_from(sorted(_KINDS)), st.sampled_from([" ", "\n", "\n\n"])),
+                min_size=1, max_size=80))
 def test_runs_hold_their_sentence_start_at_what_introduces_them_and_never_overlap(parts):
     from qa.answering import RUN_MAX, introduces, own_line, quoted_run
     from qa.types import Sentence
@@ -353,7 +358,8 @@ def test_runs_hold_their_sentence_start_at_what_introduces_them_and_never_overla
     runs = {}
     for idx in quotable:
         window = {i: x for i, x in near.items() if idx - 2 * RUN_MAX <= i <= idx + RUN_MAX + 1}
-        first, last = runs[idx] = quoted_run(window, idx, text)
+        run = quoted_run(window, idx, text)  # None: the window does not reach back far enough
+        first, last = runs[idx] = run if run is not None else quoted_run(near, idx, text)
         assert first <= idx <= last and last - first < RUN_MAX
         if (first, last) != (idx, idx):
             assert introduces(near[first].text)  # where it starts: not a heading
@@ -445,3 +451,37 @@ def test_also_in_names_only_documents_that_quote_the_same_run(tmp_path):
     assert [src.path for src, _ in q.also_in] == ["corpus/b.txt"]
     (src, span), = q.also_in
     assert idx.document_text(src.doc_id)[span.start:span.end] == q.text
+
+
+@pytest.mark.parametrize("doc,chosen,quoted", [
+    ("The plan has eleven steps:\n" + "\n".join(f"{i}. Step number {i} is taken." for i in range(1, 12))
+     + "\n\nIt passed in May.", "5. Step", ("The plan has", "11 is taken.")),
+    ("The demands were these:\n- Stop forced repatriations. Right now.\n- Give access.\n- Prosecute traffickers."
+     "\n\nThe report ends.", "The demands", ("The demands", "Prosecute traffickers.")),
+    ("It has two parts:\n- A first part.\n- A second part.\n\n1. Unrelated numbered paragraph begins here."
+     "\n\nIt passed in May.", "- A second", ("It has two", "A second part.")),
+    ("Three options remain:\n(a) Talks with China.\n(b) Sanctions on officials.\n(c) Asylum in the South."
+     "\n\nNone was taken.", "(b) Sanctions", ("Three options", "Asylum in the South.")),
+])
+def test_a_list_runs_through_its_items_and_stops_at_what_is_not_one(tmp_path, doc, chosen, quoted):
+    v, idx = _hashing_service(tmp_path, {"a.txt": doc})
+    q = _quote_of(idx, "a.txt", chosen)
+    assert q.text == doc[doc.index(quoted[0]):doc.index(quoted[1]) + len(quoted[1])]
+
+
+def test_a_run_in_two_copies_of_a_document_is_quoted_once(tmp_path):
+    from qa.answering import Candidate, build_quotes
+
+    run = ("The report makes three demands of the government:\n\n- Stop forced repatriations now.\n"
+           "- Give the agency access to refugees.\n\n")
+    v, idx = _hashing_service(tmp_path, {"a.txt": run + "Nothing else was said in the report.",
+                                         "b.txt": run + "The reporters left the room quickly."})
+    cands, sources = [], {}
+    for name, i in (("a.txt", 0), ("b.txt", 1), ("a.txt", 1), ("b.txt", 0), ("a.txt", 3)):
+        doc_id = next(iter(idx.doc_ids_for([f"corpus/{name}"])))
+        sources.update(idx.sources([doc_id]))
+        sents = [x for _, x, _ in idx.sentences(doc_id, 0, idx.sentence_count(doc_id) - 1)]
+        cands.append(Candidate(sents[i], i, 0.0, 0.0, 0.0))
+    quotes = build_quotes(idx, cands, 3, sources)
+    assert [q.text for q in quotes] == [run.rstrip(), "Nothing else was said in the report."]
+    assert [src.path for src, _ in quotes[0].also_in] == ["corpus/b.txt"]
