@@ -3,8 +3,8 @@
     .venv/bin/python bench/bench_quotes.py [--repeats 200]
 
 A quote that runs on ("She said:" and what she said, a sentence and its list) reads the
-sentences around it once (``answering._run_of``: up to 2 * RUN_MAX before and RUN_MAX + 1
-after). The baseline, in the same process and interleaved, reads only the sentence and one
+sentences around it once, without their vectors (``answering._run_of``: up to 2 * RUN_MAX
+before and RUN_MAX + 1 after). The baseline, in the same process and interleaved, reads only the sentence and one
 either side and quotes it alone, as quotes were built before runs. Both build the 3 quotes of
 each example question from the same candidates, over the shipped corpus's index.
 """
@@ -23,10 +23,11 @@ from bench.common import REPO, pct, scratch  # noqa: E402
 from qa import Verbatim, answering, retrieval  # noqa: E402
 
 
-def single(index, doc_id, idx, text, n):
-    """The baseline: the sentence alone, with one sentence either side for its context."""
-    near = {i: x for i, x, _ in index.sentences(doc_id, max(0, idx - 1), min(n - 1, idx + 1))}
-    return idx, idx, near
+def single(index, doc_id, idx):
+    """The baseline: the sentence alone, with one sentence either side for its context (read
+    with their vectors, as quotes were built before runs)."""
+    n = index.sentence_count(doc_id)
+    return idx, idx, {i: x for i, x, _ in index.sentences(doc_id, max(0, idx - 1), min(n - 1, idx + 1))}
 
 
 def main() -> None:

@@ -658,12 +658,12 @@ def quoted_run(near: dict[int, Sentence], idx: int, text: str) -> tuple[int, int
     return idx, idx
 
 
-def _run_of(index: Index, doc_id: str, idx: int, text: str, n: int) -> tuple[int, int, dict[int, Sentence]]:
-    """``quoted_run`` for sentence ``idx`` of a document of ``n`` sentences, with the sentences
-    it read: one query, unless a chain of runs reaches back further than 2 * RUN_MAX."""
-    back = 2 * RUN_MAX
+def _run_of(index: Index, doc_id: str, idx: int) -> tuple[int, int, dict[int, Sentence]]:
+    """``quoted_run`` for sentence ``idx`` of a document, with the sentences it read (no
+    vectors): one query, unless a chain of runs reaches back further than 2 * RUN_MAX."""
+    text, back = index.document_text(doc_id), 2 * RUN_MAX
     while True:
-        near = {i: x for i, x, _ in index.sentences(doc_id, max(0, idx - back), min(n - 1, idx + RUN_MAX + 1))}
+        near = index.sentences_by_position(doc_id, max(0, idx - back), idx + RUN_MAX + 1)
         if (run := quoted_run(near, idx, text)) is not None:
             return (*run, near)
         back *= 4  # reaches the document's start, a boundary, in the end
@@ -692,9 +692,8 @@ def build_quotes(index: Index, cands: list[Candidate], top: int,
         best, *others = groups[k]
         s = best.sentence
         text = index.document_text(s.doc_id)
-        n = index.sentence_count(s.doc_id)
         # "She said:" is quoted with what she said, and what she said with "She said:"
-        first, last, near = _run_of(index, s.doc_id, best.idx, text, n)
+        first, last, near = _run_of(index, s.doc_id, best.idx)
         start, end = near[first].start, near[last].end
         if any(sp.start < end and start < sp.end for sp in taken.get(s.doc_id, ())):
             continue  # an earlier quote holds some of it: no sentence is quoted twice
@@ -709,11 +708,9 @@ def build_quotes(index: Index, cands: list[Candidate], top: int,
         for o in others:  # the same sentence elsewhere, where it is quoted the same (run and all)
             if o.sentence.doc_id not in seen_docs:
                 seen_docs.add(o.sentence.doc_id)
-                o_text = index.document_text(o.sentence.doc_id)
-                o_first, o_last, o_near = _run_of(index, o.sentence.doc_id, o.idx, o_text,
-                                                  index.sentence_count(o.sentence.doc_id))
+                o_first, o_last, o_near = _run_of(index, o.sentence.doc_id, o.idx)
                 span = Span(o_near[o_first].start, o_near[o_last].end)
-                if _norm(o_text[span.start:span.end]) == _norm(text[start:end]):
+                if _norm(index.document_text(o.sentence.doc_id)[span.start:span.end]) == _norm(text[start:end]):
                     also.append((sources[o.sentence.doc_id], span))
         for doc_id, span in [(s.doc_id, Span(start, end))] + [(src.doc_id, sp) for src, sp in also]:
             taken.setdefault(doc_id, []).append(span)

@@ -193,6 +193,15 @@ class Index:
             for idx, s, e, kind, emb in rows
         ]
 
+    def sentences_by_position(self, doc_id: str, first: int, last: int) -> dict[int, Sentence]:
+        """Sentences ``first..last`` (inclusive) of a document by position, without vectors."""
+        text = self.document_text(doc_id)
+        rows = self.db().execute(
+            'SELECT idx, start, "end", kind FROM sentences WHERE doc_id=? AND idx BETWEEN ? AND ? ORDER BY idx',
+            (doc_id, first, last),
+        ).fetchall()
+        return {idx: Sentence(doc_id, s, e, text[s:e], kind) for idx, s, e, kind in rows}
+
     def documents(self) -> list[dict]:
         rows = self.db().execute(
             "SELECT d.doc_id, d.n_chunks, d.n_sentences, length(d.text) FROM documents d "
