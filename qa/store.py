@@ -115,9 +115,7 @@ class WriteLock:
         self._key = ""
 
     def _depths(self) -> dict[str, int]:
-        if not hasattr(WriteLock._local, "depth"):
-            WriteLock._local.depth = {}
-        return WriteLock._local.depth
+        return WriteLock._local.__dict__.setdefault("depth", {})
 
     def __enter__(self) -> "WriteLock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
