@@ -289,22 +289,50 @@ def test_a_sentence_ending_with_a_colon_introduces_the_next(sentence, runs_on):
     assert introduces(sentence) is runs_on
 
 
-def test_a_quote_that_introduces_the_next_sentence_runs_on_into_it_verbatim(tmp_path):
+def _hashing_service(tmp_path, files):
+    """A service over ``files`` (name -> text) with the hashing encoder, indexed; its index."""
     from qa import Verbatim
     from qa.config import IndexSettings
 
     (tmp_path / "corpus").mkdir()
+    for name, body in files.items():
+        (tmp_path / "corpus" / name).write_text(body)
+    v = Verbatim(tmp_path / "corpus", tmp_path / "index", settings=IndexSettings(model="hashing-256"),
+                 root=tmp_path)
+    v.sync()
+    return v, v.index()
+
+
+def _doc_sentences(idx, name):
+    """The document of corpus file ``name`` and its sentences, in order."""
+    doc_id = next(iter(idx.doc_ids_for([f"corpus/{name}"])))
+    return doc_id, [x for _, x, _ in idx.sentences(doc_id, 0, idx.sentence_count(doc_id) - 1)]
+
+
+def _quote_of(idx, name, starts_with, others=()):
+    """build_quotes for the sentence of ``name`` that starts so (with the same sentence of
+    ``others`` files grouped with it)."""
+    from qa.answering import Candidate, build_quotes
+
+    cands, sources = [], {}
+    for n in (name, *others):
+        doc_id, sents = _doc_sentences(idx, n)
+        sources.update(idx.sources([doc_id]))
+        i = next(i for i, x in enumerate(sents) if x.text.startswith(starts_with))
+        cands.append(Candidate(sents[i], i, 0.0, 0.0, 0.0))
+    (q,) = build_quotes(idx, cands, 1, sources)
+    return q
+
+
+def test_a_quote_that_introduces_the_next_sentence_runs_on_into_it_verbatim(tmp_path):
     doc = ("Grace Jo spoke at the hearing in Seoul about the Onsong camp.\n\n"
            "Asked about the Onsong camp, the witness Grace Jo said:\n\n"
            "\u201cEvery night, I heard the screams of women in the prison camp.\u201d\n\n"
            "The hearing in Seoul ended at noon.")
-    (tmp_path / "corpus" / "a.txt").write_text(doc)
-    v = Verbatim(tmp_path / "corpus", tmp_path / "index", settings=IndexSettings(model="hashing-256"),
-                 root=tmp_path)
-    v.sync()
+    v, idx = _hashing_service(tmp_path, {"a.txt": doc})
     r = v.ask("What did the witness Grace Jo say about the Onsong camp?", top=5)
     quotes = list(r.answers) + list(r.closest)
-    text = v.index().document_text(quotes[0].source.doc_id)
+    text = idx.document_text(quotes[0].source.doc_id)
     assert text == doc
     for x in quotes:
         assert x.text == text[x.span.start:x.span.end]  # verbatim, whatever its length
@@ -319,8 +347,7 @@ def test_a_quote_that_introduces_the_next_sentence_runs_on_into_it_verbatim(tmp_
     # whichever of the two is chosen first, the quote is the same span; each sentence alone
     from qa.answering import Candidate, build_quotes
 
-    idx, doc_id = v.index(), quotes[0].source.doc_id
-    sents = [x for _, x, _ in idx.sentences(doc_id, 0, idx.sentence_count(doc_id) - 1)]
+    doc_id, sents = _doc_sentences(idx, "a.txt")
     assert len(sents) == 4
     cands = [Candidate(x, i, 0.0, 0.0, 0.0) for i, x in enumerate(sents)]
     sources = {doc_id: quotes[0].source}
@@ -373,22 +400,14 @@ def test_runs_hold_their_sentence_start_at_what_introduces_them_and_never_overla
 
 
 def test_a_list_is_quoted_whole_with_the_sentence_that_introduces_it(tmp_path):
-    from qa import Verbatim
     from qa.answering import Candidate, build_quotes
-    from qa.config import IndexSettings
 
-    (tmp_path / "corpus").mkdir()
     doc = ("# Demands\n\nThe coalition's report makes three demands of China:\n\n"
            "- stop forced repatriations\n- give the UNHCR access to refugees\n- prosecute traffickers\n\n"
            "The report was published in Seoul in 2023.")
-    (tmp_path / "corpus" / "a.md").write_text(doc)
-    v = Verbatim(tmp_path / "corpus", tmp_path / "index", settings=IndexSettings(model="hashing-256"),
-                 root=tmp_path)
-    v.sync()
-    idx = v.index()
-    doc_id = next(iter(idx.doc_ids_for(["corpus/a.md"])))
+    v, idx = _hashing_service(tmp_path, {"a.md": doc})
+    doc_id, sents = _doc_sentences(idx, "a.md")
     text = idx.document_text(doc_id)
-    sents = [x for _, x, _ in idx.sentences(doc_id, 0, idx.sentence_count(doc_id) - 1)]
     intro = next(i for i, x in enumerate(sents) if x.text.startswith("The coalition"))
     items = [i for i, x in enumerate(sents) if x.text.startswith("- ")]
     assert items == [intro + 1, intro + 2, intro + 3]
@@ -398,35 +417,6 @@ def test_a_list_is_quoted_whole_with_the_sentence_that_introduces_it(tmp_path):
         (q,) = build_quotes(idx, [Candidate(sents[chosen], chosen, 0.0, 0.0, 0.0)], 3, sources)
         assert q.text == whole == text[q.span.start:q.span.end]
         assert q.context_after == "\n\nThe report was published in Seoul in 2023."
-
-
-def _hashing_service(tmp_path, files):
-    from qa import Verbatim
-    from qa.config import IndexSettings
-
-    (tmp_path / "corpus").mkdir()
-    for name, body in files.items():
-        (tmp_path / "corpus" / name).write_text(body)
-    v = Verbatim(tmp_path / "corpus", tmp_path / "index", settings=IndexSettings(model="hashing-256"),
-                 root=tmp_path)
-    v.sync()
-    return v, v.index()
-
-
-def _quote_of(idx, name, starts_with, others=()):
-    """build_quotes for the sentence of ``name`` that starts so (with the same sentence of
-    ``others`` files grouped with it)."""
-    from qa.answering import Candidate, build_quotes
-
-    cands, sources = [], {}
-    for n in (name, *others):
-        doc_id = next(iter(idx.doc_ids_for([f"corpus/{n}"])))
-        sources.update(idx.sources([doc_id]))
-        sents = [x for _, x, _ in idx.sentences(doc_id, 0, idx.sentence_count(doc_id) - 1)]
-        i = next(i for i, x in enumerate(sents) if x.text.startswith(starts_with))
-        cands.append(Candidate(sents[i], i, 0.0, 0.0, 0.0))
-    (q,) = build_quotes(idx, cands, 1, sources)
-    return q
 
 
 def test_a_list_item_of_two_sentences_stays_in_the_list_and_a_heading_starts_no_run(tmp_path):
@@ -478,9 +468,8 @@ def test_a_run_in_two_copies_of_a_document_is_quoted_once(tmp_path):
                                          "b.txt": run + "The reporters left the room quickly."})
     cands, sources = [], {}
     for name, i in (("a.txt", 0), ("b.txt", 1), ("a.txt", 1), ("b.txt", 0), ("a.txt", 3)):
-        doc_id = next(iter(idx.doc_ids_for([f"corpus/{name}"])))
+        doc_id, sents = _doc_sentences(idx, name)
         sources.update(idx.sources([doc_id]))
-        sents = [x for _, x, _ in idx.sentences(doc_id, 0, idx.sentence_count(doc_id) - 1)]
         cands.append(Candidate(sents[i], i, 0.0, 0.0, 0.0))
     quotes = build_quotes(idx, cands, 3, sources)
     assert [q.text for q in quotes] == [run.rstrip(), "Nothing else was said in the report."]
