@@ -44,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .chunking import own_line
 from .index import Index
 from .sparse import tokenize as bm25_tokenize
 from .types import Passage, Quote, Sentence, Source, Span
@@ -590,19 +591,13 @@ def _marker(x: Sentence) -> str | None:
     return m.lastgroup if m else None
 
 
-def own_line(x: Sentence, text: str) -> bool:
-    """The sentence is a line of ``text`` by itself."""
-    line_end = text.find("\n", x.end)
-    return text[text.rfind("\n", 0, x.start) + 1: len(text) if line_end == -1 else line_end].strip() == x.text.strip()
-
-
 def _starts_run(x: Sentence, text: str) -> bool:
     """A sentence that introduces what follows and is not a heading: quotable, or too short to
     be quoted alone ("She said:") but not on a line by itself ("Background:"), nor a markdown
     "## …:" line."""
     if x.kind == "furniture" or not introduces(x.text) or x.text.lstrip().startswith("#"):
         return False
-    return x.kind == "body" or not own_line(x, text)
+    return x.kind == "body" or not own_line(text, x.start, x.end)
 
 
 def _run_from(near: dict[int, Sentence], i: int, text: str) -> int:

@@ -94,15 +94,18 @@ def sentence_spans(text: str, max_chars: int = 800) -> list[tuple[int, int]]:
     return clean
 
 
+def own_line(text: str, start: int, end: int) -> bool:
+    """``text[start:end]`` is a line of ``text`` by itself (surrounding spaces aside)."""
+    line_end = text.find("\n", end)
+    line = text[text.rfind("\n", 0, start) + 1: len(text) if line_end == -1 else line_end]
+    return line.strip() == text[start:end].strip()
+
+
 def _is_heading(text: str, sent: str, start: int, end: int) -> bool:
     """A line on its own without terminal punctuation, or a question: not an answer."""
     if sent.rstrip().endswith("?"):
         return True
-    line_start = text.rfind("\n", 0, start) + 1
-    line_end = text.find("\n", end)
-    line_end = len(text) if line_end == -1 else line_end
-    whole_line = text[line_start:line_end].strip() == sent.strip()
-    return whole_line and not sent.rstrip().endswith(_TERMINAL) and len(sent.split()) <= 20
+    return own_line(text, start, end) and not sent.rstrip().endswith(_TERMINAL) and len(sent.split()) <= 20
 
 
 def _overlap(span_start: int, span_end: int, furniture: tuple[Span, ...]) -> int:

@@ -373,7 +373,8 @@ _KINDS = {"plain": ("A plain sentence.", "body"), "intro": ("It said:", "heading
 @given(st.lists(st.tuples(st.sampled_from(sorted(_KINDS)), st.sampled_from([" ", "\n", "\n\n"])),
                 min_size=1, max_size=80))
 def test_runs_hold_their_sentence_start_at_what_introduces_them_and_never_overlap(parts):
-    from qa.answering import RUN_MAX, introduces, own_line, quoted_run
+    from qa.answering import RUN_MAX, introduces, quoted_run
+    from qa.chunking import own_line
     from qa.types import Sentence
 
     text, near = "", {}
@@ -390,7 +391,7 @@ def test_runs_hold_their_sentence_start_at_what_introduces_them_and_never_overla
         assert first <= idx <= last and last - first < RUN_MAX
         if (first, last) != (idx, idx):
             assert introduces(near[first].text)  # where it starts: not a heading
-            assert near[first].kind == "body" or not own_line(near[first], text)
+            assert near[first].kind == "body" or not own_line(text, near[first].start, near[first].end)
             assert not near[first].text.startswith("#")
             assert all(near[i].kind != "furniture" for i in range(first, last + 1))
     for i in quotable:  # two runs are the same or apart: no sentence is quoted twice
