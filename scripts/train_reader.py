@@ -38,6 +38,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import sys
 import time
 from collections import Counter
@@ -166,6 +167,41 @@ def cut_answer(context: str, start: int, answer: str) -> str | None:
     return kept
 
 
+_ENTITY = re.compile(r"[A-Z][\w'’.-]*(?:\s+(?:of|the|de|von|van|and|for)?\s*[A-Z][\w'’.-]*)*")
+_OPENERS = frozenset("what who whom whose when where which why how in on at by for from to the a an "
+                     "during after before according as if is are was were did do does".split())
+
+
+def entities(text: str, mid_sentence: bool = False) -> list[str]:
+    """Runs of capitalised words (names of people, places, groups, works), without a
+    question's opening word; with ``mid_sentence``, only those that do not open a sentence."""
+    out = []
+    for m in _ENTITY.finditer(text):
+        if mid_sentence and re.search(r"(?:^|[.!?\"”]\s*)$", text[max(0, m.start() - 3): m.start()]):
+            continue
+        words = m.group(0).split()
+        while words and words[0].lower() in _OPENERS:
+            words = words[1:]
+        if words and len(" ".join(words)) >= 3:
+            out.append(" ".join(words))
+    return out
+
+
+def swap_entity(question: str, context: str, answer: str, rng: random.Random) -> str | None:
+    """The question asked about another entity its paragraph names (a near miss the paragraph
+    does not answer, SQuAD 2.0's most common kind): a name of the question that the paragraph
+    holds, replaced by another name of the paragraph that is not in the answer or the question."""
+    mine = [e for e in entities(question) if e in context and e not in answer]
+    if not mine:
+        return None
+    e = rng.choice(mine)
+    others = sorted({f for f in entities(context, mid_sentence=True) if f not in answer and answer not in f and f not in question
+                     and e not in f and f not in e})
+    if not others:
+        return None
+    return question.replace(e, rng.choice(others), 1)
+
+
 def build_features(args, tok, used: list[str] | None = None, seen: set[str] | None = None,
                    held: set[tuple[int, int]] | None = None) -> list[dict]:
     """Training windows; the ids of the questions they come from are appended to ``used``.
@@ -197,6 +233,11 @@ def build_features(args, tok, used: list[str] | None = None, seen: set[str] | No
                       if k != q["paragraph"] and (q["article"], k) not in held and q["answer_text"] not in c]
             if others:
                 neg = featurize(tok, q["question"], rng.choice(others), None, args.max_len, args.stride)
+                feats.append(rng.choice(neg))
+        if getattr(args, "swap_rate", 0) and rng.random() < args.swap_rate:
+            swapped = swap_entity(q["question"], q["context"], q["answer_text"], rng)
+            if swapped:
+                neg = featurize(tok, swapped, q["context"], None, args.max_len, args.stride)
                 feats.append(rng.choice(neg))
         if getattr(args, "cut_rate", 0) and rng.random() < args.cut_rate:
             cut = cut_answer(q["context"], a0, q["answer_text"])
@@ -346,6 +387,8 @@ def train(args) -> None:
         config["holdout"] = args.holdout
     if args.cut_rate:  # only when used, so the configs of earlier runs still match on resume
         config["cut_rate"] = args.cut_rate
+    if args.swap_rate:
+        config["swap_rate"] = args.swap_rate
     if args.holdout_of:
         config["holdout_of"] = str(args.holdout_of)
     cfg_path = out / "config.json"
@@ -483,6 +526,9 @@ def main() -> None:
     t.add_argument("--cut-rate", type=float, default=0.0,
                    help="share of questions that also get their own paragraph with the answer sentences cut out, "
                         "as a near-miss \"no answer\"")
+    t.add_argument("--swap-rate", type=float, default=0.0,
+                   help="share of questions that are also asked about another name their paragraph holds, "
+                        "as a near-miss \"no answer\"")
     t.add_argument("--max-len", type=int, default=192)
     t.add_argument("--stride", type=int, default=64)
     t.add_argument("--batch-size", type=int, default=32)
@@ -577,7 +623,7 @@ class _Chain:
             init = c.get("init") or {}
             # the --init run's list, recomputed from its nested config when there is one
             prior = self.ids_in(str(Path(init["from"]) / "used_question_ids.json"), c) if init else []
-            ns = argparse.Namespace(train=str(self.train), cut_rate=c.get("cut_rate", 0.0),
+            ns = argparse.Namespace(train=str(self.train), cut_rate=c.get("cut_rate", 0.0), swap_rate=c.get("swap_rate", 0.0),
                                     **{k: c[k] for k in ("examples", "neg_rate", "max_len", "stride", "seed")})
             own: list[str] = []
             build_features(ns, self.tok, own, seen=set(self.ids_in(c.get("exclude", ""), c)), held=self.held(c))
