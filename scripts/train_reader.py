@@ -179,7 +179,9 @@ def entities(text: str, mid_sentence: bool = False) -> list[str]:
     for m in _ENTITY.finditer(text):
         if mid_sentence and re.search(r"(?:^|[.!?\"”]\s*)$", text[max(0, m.start() - 3): m.start()]):
             continue
-        words = m.group(0).split()
+        words = re.split(r"(?<=[a-z])\.\s", m.group(0))[0].split()  # a run ends with its sentence
+        if words and re.search(r"['’]s$", words[-1]):
+            words[-1] = words[-1][:-2]
         while words and words[0].lower() in _OPENERS:
             words = words[1:]
         if words and len(" ".join(words)) >= 3:
@@ -187,15 +189,36 @@ def entities(text: str, mid_sentence: bool = False) -> list[str]:
     return out
 
 
+_MONTHS = frozenset("January February March April May June July August September October November December".split())
+_YEAR = re.compile(r"\b(?:1[0-9]{3}|20[0-9]{2})\b")
+_NUMBER = re.compile(r"(?<![\w.,])\d+(?:[,.]\d+)*(?![\w])")
+
+
+def typed_spans(text: str, mid_sentence: bool = False) -> list[tuple[str, str]]:
+    """(kind, text) for the years, other numbers, months and names ``text`` holds; a name's kind
+    carries its word count, so a swap replaces a two-word name with another two-word name."""
+    out = [("year", m.group(0)) for m in _YEAR.finditer(text)]
+    out += [("number", m.group(0)) for m in _NUMBER.finditer(text) if not _YEAR.fullmatch(m.group(0))]
+    for e in entities(text, mid_sentence):
+        words = e.split()
+        if len(words) == 1 and words[0] in _MONTHS:
+            out.append(("month", e))
+        elif not any(w in _MONTHS for w in words):
+            out.append((f"name{min(len(words), 3)}", e))
+    return out
+
+
 def swap_entity(question: str, context: str, answer: str, rng: random.Random) -> str | None:
-    """The question asked about another entity its paragraph names (a near miss the paragraph
-    does not answer, SQuAD 2.0's most common kind): a name of the question that the paragraph
-    holds, replaced by another name of the paragraph that is not in the answer or the question."""
-    mine = [e for e in entities(question) if e in context and e not in answer]
+    """The question asked about something else its paragraph names (a near miss the paragraph
+    does not answer, SQuAD 2.0's most common kind): a name, year, number or month of the
+    question that the paragraph holds, replaced by another of the same kind from the paragraph
+    that is not in the answer or the question."""
+    mine = [(k, e) for k, e in typed_spans(question) if e in context and e not in answer]
     if not mine:
         return None
-    e = rng.choice(mine)
-    others = sorted({f for f in entities(context, mid_sentence=True) if f not in answer and answer not in f and f not in question
+    kind, e = rng.choice(mine)
+    others = sorted({f for k, f in typed_spans(context, mid_sentence=True)
+                     if k == kind and f not in answer and answer not in f and f not in question
                      and e not in f and f not in e})
     if not others:
         return None
