@@ -593,9 +593,8 @@ def _marker(x: Sentence) -> str | None:
 
 def _starts_run(x: Sentence, text: str) -> bool:
     """A sentence that introduces what follows and is not a heading: quotable, or too short to
-    be quoted alone ("She said:") but not on a line by itself ("Background:"), nor a markdown
-    "## …:" line."""
-    if x.kind == "furniture" or not introduces(x.text) or x.text.lstrip().startswith("#"):
+    be quoted alone ("She said:") but not on a line by itself ("Background:", "## Why:")."""
+    if x.kind == "furniture" or not introduces(x.text):
         return False
     return x.kind == "body" or not own_line(text, x.start, x.end)
 

@@ -14,6 +14,7 @@ from syntok import segmenter
 
 from .types import Chunk, Document, Sentence, SentenceKind, Span
 
+_ATX = re.compile(r"#{1,6}\s+\S")  # a markdown heading line
 _TERMINAL = tuple('.!?:;"”’\')…]')
 _WS = re.compile(r"\s+")
 
@@ -102,10 +103,13 @@ def own_line(text: str, start: int, end: int) -> bool:
 
 
 def _is_heading(text: str, sent: str, start: int, end: int) -> bool:
-    """A line on its own without terminal punctuation, or a question: not an answer."""
+    """A line on its own without terminal punctuation or a markdown heading ("## Why:"), or a
+    question: not an answer."""
     if sent.rstrip().endswith("?"):
         return True
-    return own_line(text, start, end) and not sent.rstrip().endswith(_TERMINAL) and len(sent.split()) <= 20
+    if not own_line(text, start, end):
+        return False
+    return bool(_ATX.match(sent.lstrip())) or (not sent.rstrip().endswith(_TERMINAL) and len(sent.split()) <= 20)
 
 
 def _overlap(span_start: int, span_end: int, furniture: tuple[Span, ...]) -> int:

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from .config import IndexSettings
 
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 PATHS_SCHEMA = """

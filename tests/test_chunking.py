@@ -31,6 +31,20 @@ def test_lines_without_punctuation_are_their_own_sentences():
         "Most Popular", "Mr. Smith went to Washington.", "He stayed."]
 
 
+def test_headings_are_not_quoted_as_answers_markdown_ones_included():
+    text = ("# Forced repatriation\n\n## Why China sends them back:\n\n"
+            "China calls them illegal migrants: it says so often.\n"
+            "#MeToo reached Seoul in 2018 and changed the debate there.\n"
+            "What happens next?\n")
+    doc = corpus.parse_text(text, "t.md")
+    kinds = {s.text: s.kind for s in chunking.split_sentences(doc)}
+    assert kinds["# Forced repatriation"] == kinds["## Why China sends them back:"] == "heading"
+    assert kinds["What happens next?"] == "heading"
+    # a sentence that ends with a colon mid-line, and a hashtag that opens a sentence, are text
+    assert kinds["China calls them illegal migrants: it says so often."] == "body"
+    assert kinds["#MeToo reached Seoul in 2018 and changed the debate there."] == "body"
+
+
 def test_hard_wrapped_lines_are_joined():
     text = ("Some North Koreans flee as the public food supply is insufficient and they\n"
             "can't always grow enough food. Others stay.")
