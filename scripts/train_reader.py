@@ -550,7 +550,8 @@ def main() -> None:
                    help="share of questions that also get their own paragraph with the answer sentences cut out, "
                         "as a near-miss \"no answer\"")
     t.add_argument("--swap-rate", type=float, default=0.0,
-                   help="share of questions that are also asked about another name their paragraph holds, "
+                   help="share of questions that are also asked about another name, year, number or month their "
+                        "paragraph holds (one of the same kind), "
                         "as a near-miss \"no answer\"")
     t.add_argument("--max-len", type=int, default=192)
     t.add_argument("--stride", type=int, default=64)
