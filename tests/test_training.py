@@ -137,6 +137,31 @@ def test_cut_rate_adds_near_miss_no_answer_windows_and_zero_changes_nothing(tr, 
     assert sum(f["start"] > 0 for f in with_cut) == sum(f["start"] > 0 for f in plain)
 
 
+def test_swap_entity_asks_about_another_thing_of_the_same_kind_the_paragraph_holds(tr, small_train):
+    """Every question of three real articles: a swap replaces one name, year, number or month
+    of the question that its paragraph holds with another of the same kind from the paragraph,
+    never one in the answer or already in the question; the rest of the question is unchanged."""
+    import random
+
+    qs = tr.load_questions(small_train)
+    rng, made = random.Random(5), 0
+    for q in qs:
+        question, ctx, answer = q["question"], q["context"], q["answer_text"]
+        swapped = tr.swap_entity(question, ctx, answer, rng)
+        if swapped is None:
+            continue
+        made += 1
+        old = [(k, e) for k, e in tr.typed_spans(question) if e in ctx and e not in answer]
+        new = {(k, f) for k, f in tr.typed_spans(ctx, mid_sentence=True) if f not in answer and f not in question}
+        assert any(swapped == question.replace(e, f, 1) for k, e in old for kk, f in new if kk == k), (question, swapped)
+    assert made > len(qs) // 3
+    # the kinds stay apart: a year never takes a name's place, a two-word name never a one-word one's
+    ctx = "In 1998 Jane Doe met Bob in Paris. In 2004 she wrote 300 letters to Mary Roe in May."
+    for seed in range(20):
+        assert tr.swap_entity("What did Jane Doe do in 1998?", ctx, "met Bob", random.Random(seed)) in (
+            "What did Mary Roe do in 1998?", "What did Jane Doe do in 2004?")
+
+
 def test_used_ids_of_a_second_pass_count_every_earlier_stages_questions(tr, tok, small_train, tmp_path):
     """A stage that starts from earlier weights without --exclude (a second pass over the data)
     has still learned from the earlier stages' questions: tuning must keep away from them too."""
