@@ -416,6 +416,38 @@ def expected_calibration_error(pairs: list[tuple[float, bool]], bins: int = 10) 
     return sum(c * abs(p - r) for p, r, c in reliability(pairs, bins)) / n if n else 0.0
 
 
+CURVE_BARS = tuple(round(0.1 * k, 1) for k in range(1, 10))
+DECLINED_SHARE = 0.8  # the operating point right_at_80_declined reads
+
+
+def _at_bar(preds: list[Prediction], bar: float) -> dict:
+    """What one bar on the best candidate's confidence would do (a question without one is declined)."""
+    ans = [p for p in preds if p.answerable]
+    una = [p for p in preds if not p.answerable]
+    shown = lambda p: p.confidence is not None and p.confidence >= bar  # noqa: E731
+    return {"bar": bar, "right_shown": _mean(p.best_contains and shown(p) for p in ans) if ans else None,
+            "wrong_shown": _mean(not p.best_contains and shown(p) for p in ans) if ans else None,
+            "declined": _mean(not shown(p) for p in una) if una else None}
+
+
+def decision_curve(preds: list[Prediction], bars=CURVE_BARS) -> list[dict]:
+    """The trade a bar makes, bar by bar: answerable questions whose best candidate is shown and
+    right, shown and wrong; unanswerable ones declined. Two systems compare on it at the same
+    share declined, which a bare top-1 hides (a model whose probabilities run higher answers more
+    at the same bar, and refuses less)."""
+    return [_at_bar(preds, b) for b in bars]
+
+
+def right_at_declined(preds: list[Prediction], share: float = DECLINED_SHARE) -> float | None:
+    """The answerable questions answered right at the lowest bar that declines ``share`` of the
+    unanswerable ones: top-1 at a fixed refusal rate, whatever the probabilities' scale."""
+    una = sorted(-math.inf if p.confidence is None else p.confidence for p in preds if not p.answerable)  # None: declined
+    if not una or not any(p.answerable for p in preds):
+        return None
+    k = max(math.ceil(share * len(una) - 1e-9) - 1, 0)  # the k+1 lowest are declined, no fewer
+    return _at_bar(preds, math.nextafter(una[k], math.inf))["right_shown"]
+
+
 def metrics(preds: list[Prediction], build_seconds: float | None = None) -> dict:
     ans = [p for p in preds if p.answerable]
     una = [p for p in preds if not p.answerable]
@@ -450,6 +482,8 @@ def metrics(preds: list[Prediction], build_seconds: float | None = None) -> dict
     fn = sum(not p.no_answer and not p.answerable for p in preds)
     m["no_answer_precision"] = tp / (tp + fp) if una and tp + fp else None
     m["no_answer_recall"] = tp / (tp + fn) if una and tp + fn else None
+    m["right_at_80_declined"] = right_at_declined(preds)
+    m["decision_curve"] = decision_curve(preds)
     pairs = [pc for p in preds for pc in p.quote_probs]
     m["quote_ece"] = expected_calibration_error(pairs) if pairs else None
     m["quote_mean_probability"] = _mean(pr for pr, _ in pairs) if pairs else None
@@ -513,7 +547,7 @@ ROWS = [
     ("retrieval, strict (own paragraph/file)", ["para_hit@1", "para_hit@5", "para_hit@10", "para_mrr@10"]),
     ("answers", ["top1_contains_answer", "top3_contains_answer", "answered_share", "span_coverage",
                  "span_em", "span_f1", "source_accuracy"]),
-    ("no answer", ["no_answer_precision", "no_answer_recall"]),
+    ("no answer", ["no_answer_precision", "no_answer_recall", "right_at_80_declined"]),
     ("quote probability", ["quote_ece", "quote_mean_probability", "quote_share_right"]),
     ("cost", ["latency_ms_p50", "latency_ms_p95", "latency_ms_max", "index_build_seconds"]),
 ]
@@ -664,6 +698,14 @@ def html_report(name: str, columns: dict[str, dict], preds: list[Prediction], th
         + "".join(f"<tr><td>{_esc(k)}</td>" + "".join(f"<td>{_fmt(r[c])}</td>" for c in KIND_COLUMNS) + "</tr>"
                   for k, r in col.get("by_kind", {}).items()) + "</table>"
         for n, col in columns.items())
+    curves = "".join(
+        f"<h2>What each bar would do ({_esc(n)})</h2><p>On the best candidate's confidence, one bar for "
+        f"every question; the bar in use is {threshold:.3f}. Answerable questions answered at "
+        f"the bar that declines {DECLINED_SHARE:.0%} of the unanswerable ones: {_fmt(col.get('right_at_80_declined'))}.</p>"
+        "<table><tr><th>bar</th><th>answerable: right shown</th><th>wrong shown</th><th>unanswerable declined</th></tr>"
+        + "".join(f"<tr><td>{r['bar']:.1f}</td><td>{_fmt(r['right_shown'])}</td><td>{_fmt(r['wrong_shown'])}</td>"
+                  f"<td>{_fmt(r['declined'])}</td></tr>" for r in col.get("decision_curve", [])) + "</table>"
+        for n, col in columns.items() if col.get("decision_curve"))
     head = "".join(f"<th>{_esc(n)}</th>" for n in columns)
     body = "".join(
         f"<tr><td>{k}</td>" + "".join(f"<td>{_fmt(columns[n].get(k))}</td>" for n in columns) + "</tr>"
@@ -672,7 +714,7 @@ def html_report(name: str, columns: dict[str, dict], preds: list[Prediction], th
 <style>body{{font:14px sans-serif;margin:2rem}}table{{border-collapse:collapse}}td,th{{border:1px solid #ddd;
 padding:3px 6px;vertical-align:top}}figure{{display:inline-block;margin:1rem}}</style></head><body>
 <h1>Verbatim evaluation: {_esc(name)}</h1><p>{time.strftime('%Y-%m-%d %H:%M')}</p>
-<table><tr><th>metric</th>{head}</tr>{body}</table>{kinds}{dialogue_section(columns, preds)}{scores}{reliab}{latency}
+<table><tr><th>metric</th>{head}</tr>{body}</table>{kinds}{dialogue_section(columns, preds)}{curves}{scores}{reliab}{latency}
 <h2>Wrong answers ({wrong_rows.count('<tr>')})</h2>
 <table><tr><th>id</th><th>kind</th><th>question</th><th>expected</th><th>top quote</th><th>span</th><th>source</th><th>score</th></tr>
 {wrong_rows}</table></body></html>"""

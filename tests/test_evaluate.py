@@ -1,4 +1,6 @@
+import dataclasses
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -300,6 +302,47 @@ def test_html_report_shows_kinds_and_a_reliability_diagram():
     assert "By kind of question" in html and "unanswerable-near" in html
     assert "Reliability of the quote probability" in html and html.count("<circle") == 3
     assert "expected calibration error" in html
+    assert "What each bar would do" in html and html.count("<td>0.5</td>") == 1
+
+
+def _conf(answerable, right, confidence):
+    p = _pred("k", answerable, right, False)
+    return dataclasses.replace(p, confidence=confidence)
+
+
+def test_right_at_declined_sees_through_a_shift_in_the_probabilities():
+    """Two systems that order every question the same, one with probabilities 0.15 higher: at
+    the shipped bar the second answers more, and refuses less; at the same share declined they are
+    the same system."""
+    rows = [(True, True, 0.9), (True, True, 0.6), (True, False, 0.5), (True, True, 0.35), (True, False, 0.3),
+            (False, False, 0.55), (False, False, 0.4), (False, False, 0.2), (False, False, 0.1), (False, False, 0.05)]
+    low = [_conf(a, r, c) for a, r, c in rows]
+    high = [_conf(a, r, c + 0.15) for a, r, c in rows]
+    at = lambda preds: ev._at_bar(preds, 0.45)  # noqa: E731
+    assert at(high)["right_shown"] > at(low)["right_shown"] and at(high)["declined"] < at(low)["declined"]
+    # 4 of 5 unanswerable declined: the bar just above 0.4 (0.55 with the shift)
+    assert ev.right_at_declined(low) == ev.right_at_declined(high) == pytest.approx(2 / 5)
+    curve = ev.decision_curve(low)
+    assert [r["bar"] for r in curve] == list(ev.CURVE_BARS)
+    assert curve[4] == {"bar": 0.5, "right_shown": 0.4, "wrong_shown": 0.2, "declined": 0.8}
+    assert ev.right_at_declined([p for p in low if p.answerable]) is None  # nothing to decline
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.booleans(), st.one_of(st.none(), st.floats(0, 1))), min_size=1, max_size=40),
+       st.floats(0.05, 1.0))
+def test_right_at_declined_is_the_best_any_bar_declining_that_share_does(rows, share):
+    preds = [_conf(a, r and a, c) for a, r, c in rows]
+    value = ev.right_at_declined(preds, share)
+    if not any(p.answerable for p in preds) or all(p.answerable for p in preds):
+        assert value is None
+        return
+    confs = {p.confidence for p in preds if p.confidence is not None}
+    bars = [math.inf] + [b for c in confs for b in (c, math.nextafter(c, math.inf))]
+    una = [p for p in preds if not p.answerable]
+    feasible = [ev._at_bar(preds, b) for b in bars]
+    feasible = [r for r in feasible if r["declined"] * len(una) >= share * len(una) - 1e-9]
+    assert value == max(r["right_shown"] for r in feasible)
 
 
 def test_squad_wh_words_get_no_people_groups():
