@@ -226,9 +226,11 @@ class Verbatim:
     def _read(self, q: str, read_as: str, cfg: AskSettings, flt: Filter, retrieve: int, follow_up: bool = False
               ) -> tuple[AskResult, list[Passage]]:
         """Retrieve and answer ``read_as`` (the question ``q``, alone or, ``follow_up``, with the
-        words its earlier turn supplies: answered against the follow-up bar)."""
+        words its earlier turn supplies: answered against the follow-up bar), with the acronyms
+        its names abbreviate in this corpus."""
         t0 = time.perf_counter()
         idx = self.index()
+        read_as = retrieval.read_with_acronyms(idx, read_as)  # "… Worldwide? (CSW)"
         qvec = self.query_encoder.encode_queries([read_as])[0]
         t1 = time.perf_counter()
         reader = self.reader if cfg.reader else None

@@ -14,7 +14,9 @@ fitted on SQuAD v1.1 *train* (``scripts/tune_fusion.py``) and stored in
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -43,6 +45,48 @@ class Filter:
     @property
     def active(self) -> bool:
         return self.doc_ids is not None or bool(self.date_from or self.date_to)
+
+
+_LINK = frozenset("of the and for on in de du des la le".split())
+_NAME = re.compile(r"[A-Z][\w'’.-]*(?:\s+(?:(?:of|the|and|for|on|in|de|du|des|la|le)\s+)*[A-Z][\w'’.-]*)+")
+ACRONYM_WORDS = 8  # the longest name read as an acronym
+
+
+def _initials(word: str) -> str:
+    """A word's part of an acronym: its initial, or the letters of a dotted one ("U.S." -> "US")."""
+    return "".join(c for c in word if c.isupper()) if "." in word.rstrip(".") else word[0].upper()
+
+
+def acronyms(question: str, used: Callable[[str], bool]) -> list[str]:
+    """The acronyms that names of ``question`` abbreviate and that ``used`` says the corpus uses,
+    question order: people write "Christian Solidarity Worldwide" where an article, after
+    spelling it out once, writes "CSW". Every run of two or more capitalised words is tried
+    (link words such as "of" and "for" skipped: "United Nations High Commissioner for Refugees"
+    -> "UNHCR"), and each shorter run inside it."""
+    out: list[str] = []
+    for m in _NAME.finditer(question):
+        words = m.group(0).split()
+        for i in range(len(words)):
+            for j in range(min(len(words), i + ACRONYM_WORDS), i + 1, -1):
+                run = words[i:j]
+                if run[0].lower() in _LINK or run[-1].lower() in _LINK:
+                    continue
+                acr = "".join(_initials(w) for w in run if w.lower() not in _LINK)
+                if 2 <= len(acr) <= 7 and acr not in out and not re.search(rf"\b{acr}\b", question) and used(acr):
+                    out.append(acr)
+    return out
+
+
+def read_with_acronyms(index: Index, question: str) -> str:
+    """``question`` with the acronyms its names abbreviate in this corpus, in brackets after it:
+    retrieval, the reader and the quote model then match "CSW" in a sentence to the question's
+    "Christian Solidarity Worldwide". A question naming none is returned as it is."""
+    def used(acr: str) -> bool:
+        tokens = bm25_tokenize([acr])[0]
+        return len(tokens) == 1 and index.sparse.df(tokens[0]) > 0
+
+    found = acronyms(question, used)
+    return f"{question} ({', '.join(found)})" if found else question
 
 
 def allowed_chunk_ids(index: Index, flt: Filter) -> np.ndarray | None:

@@ -149,3 +149,39 @@ def test_sentence_signal_is_each_passages_best_sentence(hashing_service):
         doc, _, _, first, last = rows[cid]
         brute = max(float(v @ q) for _, _, v in idx.sentences(doc, first, last))
         assert score == pytest.approx(brute, abs=1e-5)
+
+
+@pytest.mark.parametrize("question,used,expected", [
+    ("Who is the chief executive of Christian Solidarity Worldwide?", {"CSW"}, ["CSW"]),
+    ("Does the U.S. Commission on International Religious Freedom say so?", {"USCIRF"}, ["USCIRF"]),
+    ("What does the United Nations High Commissioner for Refugees say?", {"UNHCR", "UN"}, ["UNHCR", "UN"]),
+    ("What did the People's Republic of China promise?", {"PRC"}, ["PRC"]),
+    ("Is Christian Solidarity Worldwide (CSW) at the UN?", {"CSW"}, []),  # already in the question
+    ("Who chairs the North Korean Freedom Coalition?", {"CSW"}, []),  # the corpus never writes NKFC
+    ("who heads christian solidarity worldwide?", {"CSW"}, []),  # no capitalised name
+])
+def test_acronyms_are_the_initials_of_a_questions_names_that_the_corpus_uses(question, used, expected):
+    assert retrieval.acronyms(question, used.__contains__) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["Christian", "Solidarity", "Worldwide", "of", "the", "for", "U.S.", "who", "is",
+                                 "Commission", "Refugees", "?", "(CSW)", "A.", "Zeta"]), max_size=14))
+def test_acronyms_are_initials_the_corpus_uses_and_the_question_lacks(words):
+    question = " ".join(words)
+    every = retrieval.acronyms(question, lambda a: True)
+    assert retrieval.acronyms(question, lambda a: False) == []
+    assert len(every) == len(set(every))
+    for acr in every:
+        assert acr.isupper() and acr.isalpha() and 2 <= len(acr) <= 7 and f"({acr})" not in question
+
+
+def test_a_question_is_read_with_the_acronyms_the_shipped_articles_use(hashing_service):
+    hashing_service.sync()
+    idx = hashing_service.index()
+    q = "Who is the chief executive of Christian Solidarity Worldwide?"
+    assert retrieval.read_with_acronyms(idx, q) == q + " (CSW)"
+    assert retrieval.read_with_acronyms(idx, "How many did the Transitional Justice Working Group count?").endswith(
+        "count? (TJWG)")
+    alone = "Who chairs the North Korean Freedom Coalition?"
+    assert retrieval.read_with_acronyms(idx, alone) == alone
