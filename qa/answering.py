@@ -663,13 +663,32 @@ def _run_of(index: Index, doc_id: str, idx: int) -> tuple[int, int, dict[int, Se
         back *= 4  # reaches the document's start, a boundary, in the end
 
 
+NEIGHBOUR_SHARE = 0.5  # the second candidate joins the first quote at this share of its probability
+
+
+def _neighbour(index: Index, best: Candidate, runner: Candidate | None, first: int, last: int
+               ) -> tuple[int, int, dict[int, Sentence]] | None:
+    """The run of ``runner`` when the first quote should hold it too: the second candidate is
+    the sentence (or run) right before or after the first quote's, and the quote model gives it
+    at least NEIGHBOUR_SHARE of the first's probability. Torn between two neighbours, the answer
+    often runs from one into the other ("…in a labour camp. Few survive it."): one quote of both
+    shows it either way, and the decision still rests on the first's probability alone."""
+    if (runner is None or best.probability is None or runner.probability is None
+            or runner.sentence.doc_id != best.sentence.doc_id
+            or runner.probability < NEIGHBOUR_SHARE * best.probability):
+        return None
+    r_first, r_last, r_near = _run_of(index, runner.sentence.doc_id, runner.idx)
+    return (r_first, r_last, r_near) if r_first == last + 1 or r_last == first - 1 else None
+
+
 def build_quotes(index: Index, cands: list[Candidate], top: int,
                  sources: dict[str, Source]) -> list[Quote]:
     """Group identical sentences across documents; return the ``top`` groups as quotes. A
     sentence that introduces what follows and what it introduces are quoted together, whichever
     was chosen (``quoted_run``): one span of the document, so the quote is still its text
-    verbatim, and a sentence an earlier quote holds is not quoted again. "Also in" names the
-    other documents holding the same quote."""
+    verbatim, and a sentence an earlier quote holds is not quoted again. The first quote also
+    holds the second candidate when that is its neighbour and nearly as likely (``_neighbour``).
+    "Also in" names the other documents holding the same quote."""
     groups: dict[str, list[Candidate]] = {}
     order: list[str] = []
     for c in cands:
@@ -688,14 +707,20 @@ def build_quotes(index: Index, cands: list[Candidate], top: int,
         text = index.document_text(s.doc_id)
         # "She said:" is quoted with what she said, and what she said with "She said:"
         first, last, near = _run_of(index, s.doc_id, best.idx)
+        marked = best  # whose span is the answer
+        if not quotes and len(order) > 1 and (joined := _neighbour(index, best, groups[order[1]][0], first, last)):
+            runner = groups[order[1]][0]
+            first, last, near = min(first, joined[0]), max(last, joined[1]), {**near, **joined[2]}
+            if runner.span is not None and (best.span is None or runner.reader_top > best.reader_top):
+                marked = runner  # the reader's answer is in the neighbour
         start, end = near[first].start, near[last].end
         if any(sp.start < end and start < sp.end for sp in taken.get(s.doc_id, ())):
             continue  # an earlier quote holds some of it: no sentence is quoted twice
         ctx_start = near.get(first - 1, near[first]).start  # one sentence either side
         ctx_end = near.get(last + 1, near[last]).end
         answer_span = answer = None
-        if best.span is not None:
-            answer_span = Span(s.start + best.span[0], s.start + best.span[1])
+        if marked.span is not None:
+            answer_span = Span(marked.sentence.start + marked.span[0], marked.sentence.start + marked.span[1])
             answer = text[answer_span.start:answer_span.end]
         also = []
         seen_docs = {s.doc_id}

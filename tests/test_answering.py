@@ -477,3 +477,44 @@ def test_a_run_in_two_copies_of_a_document_is_quoted_once(tmp_path):
     quotes = build_quotes(idx, cands, 3, sources)
     assert [q.text for q in quotes] == [run.rstrip(), "Nothing else was said in the report."]
     assert [src.path for src, _ in quotes[0].also_in] == ["corpus/b.txt"]
+
+
+def test_the_first_quote_holds_its_neighbour_when_the_model_is_torn_between_them(tmp_path):
+    from dataclasses import replace
+
+    from qa.answering import NEIGHBOUR_SHARE, Candidate, build_quotes
+
+    doc = ("Returned defectors are questioned by the security police. Those who met missionaries are sent "
+           "to a labour camp. Few survive it. The border is guarded on both sides.")
+    other = "A different article says that the camps are crowded and that food is scarce there."
+    v, idx = _hashing_service(tmp_path, {"a.txt": doc, "b.txt": other})
+    doc_id, sents = _doc_sentences(idx, "a.txt")
+    b_id, b_sents = _doc_sentences(idx, "b.txt")
+    text = idx.document_text(doc_id)
+    sources = idx.sources([doc_id, b_id])
+    assert len(sents) == 4
+
+    def cand(i, p, sents=sents, span=None, top=0.0):
+        return Candidate(sents[i], i, 0.0, 0.0, 0.0, probability=p, span=span, reader_top=top)
+
+    def spans(cands):
+        quotes = build_quotes(idx, cands, 3, sources)
+        assert all(q.text == idx.document_text(q.source.doc_id)[q.span.start:q.span.end] for q in quotes)
+        return [(q.span.start, q.span.end) for q in quotes]
+
+    one, two, three = ((x.start, x.end) for x in sents[1:4])
+    # torn between sentence 1 and its neighbour 2 (either side): one quote of both
+    assert spans([cand(1, 0.6), cand(2, 0.6 * NEIGHBOUR_SHARE), cand(3, 0.1)]) == [(one[0], two[1]), three]
+    assert spans([cand(2, 0.6), cand(1, 0.5), cand(3, 0.1)]) == [(one[0], two[1]), three]
+    # a neighbour far less likely, one further away, or another document's sentence: apart
+    assert spans([cand(1, 0.6), cand(2, 0.6 * NEIGHBOUR_SHARE - 0.01)]) == [one, two]
+    assert spans([cand(1, 0.6), cand(3, 0.5)]) == [one, three]
+    assert spans([cand(1, 0.6), cand(0, 0.5, b_sents)])[0] == one
+    # without probabilities (no quote model) nothing is joined
+    assert spans([cand(1, None), cand(2, None)]) == [one, two]
+    # the answer words marked are the reader's best span, in whichever sentence it is
+    first, runner = cand(1, 0.6, span=(0, 10), top=0.3), cand(2, 0.5, span=(0, 3), top=1.0)
+    (q, *_) = build_quotes(idx, [first, runner], 3, sources)
+    assert q.answer == "Few" == text[q.answer_span.start:q.answer_span.end]
+    (q, *_) = build_quotes(idx, [replace(first, reader_top=1.0), replace(runner, reader_top=0.3)], 3, sources)
+    assert q.answer == "Those who " and q.text.startswith("Those who") and q.text.endswith("Few survive it.")
