@@ -294,11 +294,24 @@ def answer_span(question: str, sentence: str) -> tuple[int, int] | None:
 # --------------------------------------------------------------------------- selection
 
 
+def with_aliases(terms: set[str], aliases: list[tuple[set[str], set[str]]]) -> set[str]:
+    """A sentence's terms, with a name's where it writes its acronym and the acronym's where it
+    writes the name: either counts as the other in the term overlap."""
+    for acr, name in aliases:
+        if acr & terms:
+            terms = terms | name
+        elif name and name <= terms:
+            terms = terms | acr
+    return terms
+
+
 def candidates(index: Index, question: str, qvec: np.ndarray, passages: list[Passage],
-               cal: Calibration, reader=None) -> list[Candidate]:
-    """Score every quotable sentence of the passages; best first."""
+               cal: Calibration, reader=None, aliases: tuple[tuple[str, str], ...] = ()) -> list[Candidate]:
+    """Score every quotable sentence of the passages; best first. ``aliases``: (acronym, name)
+    pairs the question is read with (``retrieval.read_with_acronyms``)."""
     if not passages:
         return []
+    alias_terms = [(set(bm25_tokenize([a])[0]), set(bm25_tokenize([n])[0])) for a, n in aliases]
     reading = reader.read(question, [(p.doc_id, p.start, p.text) for p in passages]) if reader else None
     idf, unseen = index.term_idf
     q_weights = term_weights(bm25_tokenize([question])[0], idf, unseen)
@@ -311,7 +324,7 @@ def candidates(index: Index, question: str, qvec: np.ndarray, passages: list[Pas
             continue
         vecs = np.stack([v for _, _, v in sents])
         cos = vecs @ qvec.astype(np.float32)
-        s_terms_list = [set(t) for t in bm25_tokenize([s.text for _, s, _ in sents])]
+        s_terms_list = [with_aliases(set(t), alias_terms) for t in bm25_tokenize([s.text for _, s, _ in sents])]
         lexes = [lexical_overlap(q_weights, t) for t in s_terms_list]
         for n, ((idx, sent, _), c, s_terms, lex) in enumerate(zip(sents, cos, s_terms_list, lexes)):
             if not sent.quotable:
@@ -678,7 +691,21 @@ def _neighbour(index: Index, best: Candidate, runner: Candidate | None, first: i
             or runner.probability < NEIGHBOUR_SHARE * best.probability):
         return None
     r_first, r_last, r_near = _run_of(index, runner.sentence.doc_id, runner.idx)
+    if max(last, r_last) - min(first, r_first) >= RUN_MAX:
+        return None  # one quote holds RUN_MAX sentences at most
     return (r_first, r_last, r_near) if r_first == last + 1 or r_last == first - 1 else None
+
+
+def _copy_span(index: Index, o: Candidate, side: int) -> Span:
+    """The span a copy of the first quote's document gives for candidate ``o``: its run, and
+    the run right after it (``side`` 1) or before it (-1) when the first quote holds its neighbour."""
+    first, last, near = _run_of(index, o.sentence.doc_id, o.idx)
+    start, end = near[first].start, near[last].end
+    other = first - 1 if side < 0 else last + 1
+    if side and 0 <= other < index.sentence_count(o.sentence.doc_id):
+        n_first, n_last, n_near = _run_of(index, o.sentence.doc_id, other)
+        start, end = min(start, n_near[n_first].start), max(end, n_near[n_last].end)
+    return Span(start, end)
 
 
 def build_quotes(index: Index, cands: list[Candidate], top: int,
@@ -707,9 +734,12 @@ def build_quotes(index: Index, cands: list[Candidate], top: int,
         text = index.document_text(s.doc_id)
         # "She said:" is quoted with what she said, and what she said with "She said:"
         first, last, near = _run_of(index, s.doc_id, best.idx)
-        marked = best  # whose span is the answer
-        if not quotes and len(order) > 1 and (joined := _neighbour(index, best, groups[order[1]][0], first, last)):
-            runner = groups[order[1]][0]
+        marked, side = best, 0  # whose span is the answer; where the neighbour joined
+        # the second candidate, in the first's document when a copy of it is there
+        runner = next((c for c in groups[order[1]] if c.sentence.doc_id == s.doc_id),
+                      groups[order[1]][0]) if not quotes and len(order) > 1 else None
+        if runner is not None and (joined := _neighbour(index, best, runner, first, last)):
+            side = 1 if joined[0] > last else -1
             first, last, near = min(first, joined[0]), max(last, joined[1]), {**near, **joined[2]}
             if runner.span is not None and (best.span is None or runner.reader_top > best.reader_top):
                 marked = runner  # the reader's answer is in the neighbour
@@ -727,8 +757,7 @@ def build_quotes(index: Index, cands: list[Candidate], top: int,
         for o in others:  # the same sentence elsewhere, where it is quoted the same (run and all)
             if o.sentence.doc_id not in seen_docs:
                 seen_docs.add(o.sentence.doc_id)
-                o_first, o_last, o_near = _run_of(index, o.sentence.doc_id, o.idx)
-                span = Span(o_near[o_first].start, o_near[o_last].end)
+                span = _copy_span(index, o, side)
                 if _norm(index.document_text(o.sentence.doc_id)[span.start:span.end]) == _norm(text[start:end]):
                     also.append((sources[o.sentence.doc_id], span))
         for doc_id, span in [(s.doc_id, Span(start, end))] + [(src.doc_id, sp) for src, sp in also]:

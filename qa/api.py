@@ -230,7 +230,7 @@ class Verbatim:
         its names abbreviate in this corpus."""
         t0 = time.perf_counter()
         idx = self.index()
-        read_as = retrieval.read_with_acronyms(idx, read_as)  # "… Worldwide? (CSW)"
+        read_as, aliases = retrieval.read_with_acronyms(idx, read_as)  # "… Worldwide? (CSW)"
         qvec = self.query_encoder.encode_queries([read_as])[0]
         t1 = time.perf_counter()
         reader = self.reader if cfg.reader else None
@@ -242,7 +242,7 @@ class Verbatim:
         )
         t2 = time.perf_counter()
         read = passages[: cfg.passages]
-        cands = answering.candidates(idx, read_as, qvec, read, cal, reader)
+        cands = answering.candidates(idx, read_as, qvec, read, cal, reader, aliases)
         sources = {p.doc_id: p.source for p in read}
         quotes = answering.build_quotes(idx, cands, cfg.top, sources)
         confidence = answering.confidence(cands, cal)

@@ -444,8 +444,8 @@ def right_at_declined(preds: list[Prediction], share: float = DECLINED_SHARE) ->
     una = sorted(-math.inf if p.confidence is None else p.confidence for p in preds if not p.answerable)  # None: declined
     if not una or not any(p.answerable for p in preds):
         return None
-    k = max(math.ceil(share * len(una) - 1e-9) - 1, 0)  # the k+1 lowest are declined, no fewer
-    return _at_bar(preds, math.nextafter(una[k], math.inf))["right_shown"]
+    k = math.ceil(share * len(una) - 1e-9) - 1  # the k+1 lowest are declined, no fewer
+    return _at_bar(preds, math.nextafter(una[k], math.inf) if k >= 0 else -math.inf)["right_shown"]
 
 
 def metrics(preds: list[Prediction], build_seconds: float | None = None) -> dict:

@@ -57,13 +57,16 @@ def _initials(word: str) -> str:
     return "".join(c for c in word if c.isupper()) if "." in word.rstrip(".") else word[0].upper()
 
 
-def acronyms(question: str, used: Callable[[str], bool]) -> list[str]:
-    """The acronyms that names of ``question`` abbreviate and that ``used`` says the corpus uses,
-    question order: people write "Christian Solidarity Worldwide" where an article, after
-    spelling it out once, writes "CSW". Every run of two or more capitalised words is tried
-    (link words such as "of" and "for" skipped: "United Nations High Commissioner for Refugees"
-    -> "UNHCR"), and each shorter run inside it."""
-    out: list[str] = []
+def acronyms(question: str, used: Callable[[str], bool]) -> list[tuple[str, str]]:
+    """(acronym, name) for the acronyms that names of ``question`` abbreviate and that ``used``
+    says the corpus uses, in question order: people write "Christian Solidarity Worldwide" where
+    an article, after spelling it out once, writes "CSW". Every run of two or more capitalised
+    words is tried (link words such as "of" and "for" skipped: "United Nations High Commissioner
+    for Refugees" -> "UNHCR"), and each shorter run inside it. A question in capitals has no
+    names to tell apart: none."""
+    if not any(c.islower() for c in question):
+        return []
+    out: list[tuple[str, str]] = []
     for m in _NAME.finditer(question):
         words = m.group(0).split()
         for i in range(len(words)):
@@ -72,21 +75,30 @@ def acronyms(question: str, used: Callable[[str], bool]) -> list[str]:
                 if run[0].lower() in _LINK or run[-1].lower() in _LINK:
                     continue
                 acr = "".join(_initials(w) for w in run if w.lower() not in _LINK)
-                if 2 <= len(acr) <= 7 and acr not in out and not re.search(rf"\b{acr}\b", question) and used(acr):
-                    out.append(acr)
+                if (2 <= len(acr) <= 7 and acr not in (a for a, _ in out)
+                        and not re.search(rf"\b{acr}\b", question) and used(acr)):
+                    out.append((acr, " ".join(run)))
     return out
 
 
-def read_with_acronyms(index: Index, question: str) -> str:
-    """``question`` with the acronyms its names abbreviate in this corpus, in brackets after it:
-    retrieval, the reader and the quote model then match "CSW" in a sentence to the question's
-    "Christian Solidarity Worldwide". A question naming none is returned as it is."""
+def read_with_acronyms(index: Index, question: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """``question`` with the acronyms its names abbreviate in this corpus in brackets after it,
+    and those (acronym, name) pairs: retrieval and the reader then find "CSW" in a sentence for
+    the question's "Christian Solidarity Worldwide", and the quote model counts either as the
+    other (``answering.candidates``). An acronym counts only where the corpus writes it in
+    capitals ("WHO" for "World Health Organization" is not the word "who"). A question naming
+    none is returned as it is."""
     def used(acr: str) -> bool:
         tokens = bm25_tokenize([acr])[0]
-        return len(tokens) == 1 and index.sparse.df(tokens[0]) > 0
+        if len(tokens) != 1 or index.sparse.df(tokens[0]) == 0:
+            return False
+        ids, _ = bm25_search(index, acr, 3, None)
+        rows = index.chunks(ids)
+        pattern = re.compile(rf"\b{acr}\b")
+        return any(pattern.search(index.document_text(r[0])[r[1]:r[2]]) for r in rows.values())
 
-    found = acronyms(question, used)
-    return f"{question} ({', '.join(found)})" if found else question
+    found = tuple(acronyms(question, used))
+    return (f"{question} ({', '.join(a for a, _ in found)})" if found else question), found
 
 
 def allowed_chunk_ids(index: Index, flt: Filter) -> np.ndarray | None:

@@ -179,7 +179,7 @@ def entities(text: str, mid_sentence: bool = False) -> list[str]:
     for m in _ENTITY.finditer(text):
         if mid_sentence and re.search(r"(?:^|[.!?\"”]\s*)$", text[max(0, m.start() - 3): m.start()]):
             continue
-        words = re.split(r"(?<=[a-z])\.\s", m.group(0))[0].split()  # a run ends with its sentence
+        words = re.split(r"(?<=[a-z])\.(?:\s|$)", m.group(0))[0].split()  # a run ends with its sentence
         if words and re.search(r"['’]s$", words[-1]):
             words[-1] = words[-1][:-2]
         while words and words[0].lower() in _OPENERS:
@@ -213,7 +213,11 @@ def swap_entity(question: str, context: str, answer: str, rng: random.Random) ->
     does not answer, SQuAD 2.0's most common kind): a name, year, number or month of the
     question that the paragraph holds, replaced by another of the same kind from the paragraph
     that is not in the answer or the question."""
-    mine = [(k, e) for k, e in typed_spans(question) if e in context and e not in answer]
+    def whole(x: str) -> re.Pattern:  # as a whole word or name, never inside another
+        return re.compile(rf"(?<![\w.]){re.escape(x)}(?![\w])")
+
+    mine = [(k, e) for k, e in typed_spans(question) if whole(e).search(context) and e not in answer
+            and whole(e).search(question)]
     if not mine:
         return None
     kind, e = rng.choice(mine)
@@ -222,7 +226,7 @@ def swap_entity(question: str, context: str, answer: str, rng: random.Random) ->
                      and e not in f and f not in e})
     if not others:
         return None
-    return question.replace(e, rng.choice(others), 1)
+    return whole(e).sub(lambda m: rng.choice(others), question, count=1)
 
 
 def build_features(args, tok, used: list[str] | None = None, seen: set[str] | None = None,

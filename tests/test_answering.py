@@ -518,3 +518,57 @@ def test_the_first_quote_holds_its_neighbour_when_the_model_is_torn_between_them
     assert q.answer == "Few" == text[q.answer_span.start:q.answer_span.end]
     (q, *_) = build_quotes(idx, [replace(first, reader_top=1.0), replace(runner, reader_top=0.3)], 3, sources)
     assert q.answer == "Those who " and q.text.startswith("Those who") and q.text.endswith("Few survive it.")
+
+
+def test_a_joined_quote_in_two_copies_of_a_document_is_quoted_once_and_names_the_copy(tmp_path):
+    from qa.answering import Candidate, build_quotes
+
+    doc = ("Returned defectors are questioned by the security police. Those who met missionaries are sent "
+           "to a labour camp. Few survive it.")
+    v, idx = _hashing_service(tmp_path, {"a.txt": doc + " The border is guarded.", "b.txt": doc + " Rain fell."})
+    sents, sources = {}, {}
+    for name in ("a.txt", "b.txt"):
+        doc_id, sents[name] = _doc_sentences(idx, name)
+        sources.update(idx.sources([doc_id]))
+
+    def cand(name, i, p):
+        return Candidate(sents[name][i], i, 0.0, 0.0, 0.0, probability=p)
+
+    joined = "Those who met missionaries are sent to a labour camp. Few survive it."
+    # whichever copy of the neighbour ranks first, the first quote holds it and names the copy
+    for order in ([cand("a.txt", 1, 0.6), cand("b.txt", 1, 0.6), cand("a.txt", 2, 0.5), cand("b.txt", 2, 0.5)],
+                  [cand("a.txt", 1, 0.6), cand("b.txt", 1, 0.6), cand("b.txt", 2, 0.5), cand("a.txt", 2, 0.5)]):
+        quotes = build_quotes(idx, order + [cand("a.txt", 3, 0.1)], 3, sources)
+        assert [q.text for q in quotes] == [joined, "The border is guarded."]
+        assert [src.path for src, _ in quotes[0].also_in] == ["corpus/b.txt"]
+        (src, span), = quotes[0].also_in
+        assert idx.document_text(src.doc_id)[span.start:span.end] == joined
+
+    # a neighbour that would make the quote longer than RUN_MAX sentences is not joined
+    from qa.answering import RUN_MAX
+
+    items = "".join(f"- Demand number {n} is a sentence.\n" for n in range(1, RUN_MAX))
+    long = "The report makes these demands:\n" + items + "\nThe report ended there."
+    (tmp_path / "long").mkdir()
+    v, idx = _hashing_service(tmp_path / "long", {"c.txt": long})
+    doc_id, c = _doc_sentences(idx, "c.txt")
+    assert len(c) == RUN_MAX + 1
+    quotes = build_quotes(idx, [Candidate(c[0], 0, 0.0, 0.0, 0.0, probability=0.6),
+                                Candidate(c[RUN_MAX], RUN_MAX, 0.0, 0.0, 0.0, probability=0.5)], 3,
+                          idx.sources([doc_id]))
+    assert [q.text for q in quotes] == [long[:long.index("\n\nThe report ended")], "The report ended there."]
+
+
+def test_a_name_and_its_acronym_count_as_each_other_in_a_sentences_terms():
+    from qa.answering import with_aliases
+    from qa.sparse import tokenize
+
+    aliases = [(set(tokenize(["CSW"])[0]), set(tokenize(["Christian Solidarity Worldwide"])[0]))]
+    name = set(tokenize(["Christian Solidarity Worldwide"])[0])
+    short = set(tokenize(["CSW Chief Executive Merwyn Thomas said"])[0])
+    long = set(tokenize(["Christian Solidarity Worldwide is calling on China"])[0])
+    assert with_aliases(short, aliases) == short | name
+    assert with_aliases(long, aliases) == long | {"csw"}
+    part = set(tokenize(["Christian groups worldwide"])[0])  # not the whole name
+    assert with_aliases(part, aliases) == part
+    assert with_aliases(short, []) == short

@@ -330,7 +330,7 @@ def test_right_at_declined_sees_through_a_shift_in_the_probabilities():
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.booleans(), st.booleans(), st.one_of(st.none(), st.floats(0, 1))), min_size=1, max_size=40),
-       st.floats(0.05, 1.0))
+       st.floats(0.0, 1.0))
 def test_right_at_declined_is_the_best_any_bar_declining_that_share_does(rows, share):
     preds = [_conf(a, r and a, c) for a, r, c in rows]
     value = ev.right_at_declined(preds, share)
@@ -338,7 +338,7 @@ def test_right_at_declined_is_the_best_any_bar_declining_that_share_does(rows, s
         assert value is None
         return
     confs = {p.confidence for p in preds if p.confidence is not None}
-    bars = [math.inf] + [b for c in confs for b in (c, math.nextafter(c, math.inf))]
+    bars = [-math.inf, math.inf] + [b for c in confs for b in (c, math.nextafter(c, math.inf))]
     una = [p for p in preds if not p.answerable]
     feasible = [ev._at_bar(preds, b) for b in bars]
     feasible = [r for r in feasible if r["declined"] * len(una) >= share * len(una) - 1e-9]

@@ -3,6 +3,8 @@
 import argparse
 import importlib.util
 import json
+import os
+import re
 from pathlib import Path
 
 import pytest
@@ -151,15 +153,26 @@ def test_swap_entity_asks_about_another_thing_of_the_same_kind_the_paragraph_hol
         if swapped is None:
             continue
         made += 1
-        old = [(k, e) for k, e in tr.typed_spans(question) if e in ctx and e not in answer]
-        new = {(k, f) for k, f in tr.typed_spans(ctx, mid_sentence=True) if f not in answer and f not in question}
-        assert any(swapped == question.replace(e, f, 1) for k, e in old for kk, f in new if kk == k), (question, swapped)
+        # one whole word or name of the question replaced by one of the same kind from the paragraph
+        def whole(x):
+            return re.compile(rf"(?<![\w.]){re.escape(x)}(?![\w])")
+
+        old = [(k, e) for k, e in tr.typed_spans(question) if e not in answer and whole(e).search(ctx)]
+        new = [(k, f) for k, f in tr.typed_spans(ctx, mid_sentence=True) if f not in answer and f not in question]
+        assert any(swapped == whole(e).sub(lambda m: f, question, count=1)
+                   for k, e in old for kk, f in new if kk == k), (question, swapped)
+        assert not re.search(r"\w\.\?$", swapped[-3:]) or re.search(r"\w\.\?$", question[-3:])  # no "Sue.?"
     assert made > len(qs) // 3
     # the kinds stay apart: a year never takes a name's place, a two-word name never a one-word one's
     ctx = "In 1998 Jane Doe met Bob in Paris. In 2004 she wrote 300 letters to Mary Roe in May."
     for seed in range(20):
         assert tr.swap_entity("What did Jane Doe do in 1998?", ctx, "met Bob", random.Random(seed)) in (
             "What did Mary Roe do in 1998?", "What did Jane Doe do in 2004?")
+    # a number is replaced where it stands alone, never inside a year; a name never inside a longer word
+    ctx = "In 2012 the 12 ships and the 40 boats left Annabel's port for Ann Arbor Bay."
+    for seed in range(20):
+        out = tr.swap_entity("In 2012, how many of the 12 ships left?", ctx, "the 40 boats", random.Random(seed))
+        assert out in (None, "In 2012, how many of the 40 ships left?"), out
 
 
 def test_used_ids_of_a_second_pass_count_every_earlier_stages_questions(tr, tok, small_train, tmp_path):
