@@ -50,6 +50,7 @@ class Filter:
 _LINK = frozenset("of the and for on in de du des la le".split())
 _NAME = re.compile(r"[A-Z][\w'’.-]*(?:\s+(?:(?:of|the|and|for|on|in|de|du|des|la|le)\s+)*[A-Z][\w'’.-]*)+")
 ACRONYM_WORDS = 8  # the longest name read as an acronym
+ACRONYM_PASSAGES = 10  # read to tell whether the corpus writes an acronym or its name
 
 
 def _initials(word: str) -> str:
@@ -57,26 +58,27 @@ def _initials(word: str) -> str:
     return "".join(c for c in word if c.isupper()) if "." in word.rstrip(".") else word[0].upper()
 
 
-def acronyms(question: str, used: Callable[[str], bool]) -> list[tuple[str, str]]:
+def acronyms(question: str, used: Callable[[str, str], bool]) -> list[tuple[str, str]]:
     """(acronym, name) for the acronyms that names of ``question`` abbreviate and that ``used``
     says the corpus uses, in question order: people write "Christian Solidarity Worldwide" where
-    an article, after spelling it out once, writes "CSW". Every run of two or more capitalised
-    words is tried (link words such as "of" and "for" skipped: "United Nations High Commissioner
-    for Refugees" -> "UNHCR"), and each shorter run inside it. A question in capitals has no
-    names to tell apart: none."""
+    an article, after spelling it out once, writes "CSW". Every run of capitalised words is
+    tried (link words such as "of" and "for" skipped: "United Nations High Commissioner for
+    Refugees" -> "UNHCR"), and each shorter run inside it, but not from the question's first
+    word ("Which Germans") and not for two letters (too many mean something else). A question in
+    capitals has no names to tell apart: none."""
     if not any(c.islower() for c in question):
         return []
     out: list[tuple[str, str]] = []
     for m in _NAME.finditer(question):
         words = m.group(0).split()
-        for i in range(len(words)):
+        for i in range(1 if m.start() == 0 else 0, len(words)):  # "Which Germans" is no name
             for j in range(min(len(words), i + ACRONYM_WORDS), i + 1, -1):
                 run = words[i:j]
                 if run[0].lower() in _LINK or run[-1].lower() in _LINK:
                     continue
                 acr = "".join(_initials(w) for w in run if w.lower() not in _LINK)
-                if (2 <= len(acr) <= 7 and acr not in (a for a, _ in out)
-                        and not re.search(rf"\b{acr}\b", question) and used(acr)):
+                if (3 <= len(acr) <= 7 and acr not in (a for a, _ in out)
+                        and not re.search(rf"\b{acr}\b", question) and used(acr, " ".join(run))):
                     out.append((acr, " ".join(run)))
     return out
 
@@ -86,16 +88,22 @@ def read_with_acronyms(index: Index, question: str) -> tuple[str, tuple[tuple[st
     and those (acronym, name) pairs: retrieval and the reader then find "CSW" in a sentence for
     the question's "Christian Solidarity Worldwide", and the quote model counts either as the
     other (``answering.candidates``). An acronym counts only where the corpus writes it in
-    capitals ("WHO" for "World Health Organization" is not the word "who"). A question naming
-    none is returned as it is."""
-    def used(acr: str) -> bool:
+    capitals ("WHO" for "World Health Organization" is not the word "who"), and where it is
+    the corpus's usual form: written at least as often as the name, in the passages BM25 ranks
+    first for each. An article that spells a name out once and then abbreviates it is the case
+    this is for; one that writes "Doctor Who" throughout is better searched with the question's
+    own words. A question naming none is returned as it is."""
+    def written(pattern: re.Pattern, query: str) -> int:
+        ids, _ = bm25_search(index, query, ACRONYM_PASSAGES, None)
+        rows = index.chunks(ids)
+        return sum(len(pattern.findall(index.document_text(r[0])[r[1]:r[2]])) for r in rows.values())
+
+    def used(acr: str, name: str) -> bool:
         tokens = bm25_tokenize([acr])[0]
         if len(tokens) != 1 or index.sparse.df(tokens[0]) == 0:
             return False
-        ids, _ = bm25_search(index, acr, 3, None)
-        rows = index.chunks(ids)
-        pattern = re.compile(rf"\b{acr}\b")
-        return any(pattern.search(index.document_text(r[0])[r[1]:r[2]]) for r in rows.values())
+        short = written(re.compile(rf"\b{acr}\b"), acr)
+        return short > 0 and short >= written(re.compile(r"\s+".join(map(re.escape, name.split())), re.I), name)
 
     found = tuple(acronyms(question, used))
     return (f"{question} ({', '.join(a for a, _ in found)})" if found else question), found
