@@ -2,7 +2,6 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from qa import chunking, corpus
-from qa.types import Metadata
 
 from .conftest import CORPUS
 

@@ -3,7 +3,6 @@
 import argparse
 import importlib.util
 import json
-import os
 import re
 from pathlib import Path
 
