@@ -35,8 +35,10 @@ class Index:
     _local: threading.local = field(default_factory=threading.local, repr=False)
     _docs: dict = field(default_factory=dict, repr=False)  # doc_id -> (text, pages, n_sentences)
     _docs_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _memo: dict = field(default_factory=dict, repr=False)  # key -> a value read from this generation
 
     _DOC_CACHE = 32  # documents kept in memory; a generation's texts never change
+    _MEMO_SIZE = 4096  # values memo() keeps, the oldest dropped first
 
     @classmethod
     def load(cls, index_dir: Path) -> "Index":
@@ -118,6 +120,20 @@ class Index:
             while len(self._docs) > self._DOC_CACHE:
                 self._docs.pop(next(iter(self._docs)))
         return hit
+
+    def memo(self, key, compute):
+        """``compute()``, once per ``key`` for this generation: for facts read from its content
+        (it never changes), such as how the corpus writes a name. Thread-safe; at worst two
+        threads compute the same value."""
+        with self._docs_lock:
+            if key in self._memo:
+                return self._memo[key]
+        value = compute()
+        with self._docs_lock:
+            self._memo[key] = value
+            while len(self._memo) > self._MEMO_SIZE:
+                self._memo.pop(next(iter(self._memo)))
+        return value
 
     def document_text(self, doc_id: str) -> str:
         return self._document(doc_id)[0]

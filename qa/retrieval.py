@@ -47,8 +47,8 @@ class Filter:
         return self.doc_ids is not None or bool(self.date_from or self.date_to)
 
 
-_LINK = frozenset("of the and for on in de du des la le".split())
-_NAME = re.compile(r"[A-Z][\w'’.-]*(?:\s+(?:(?:of|the|and|for|on|in|de|du|des|la|le)\s+)*[A-Z][\w'’.-]*)+")
+_LINK = ("of", "the", "and", "for", "on", "in", "de", "du", "des", "la", "le")  # inside a name, not initials
+_NAME = re.compile(rf"[A-Z][\w'’.-]*(?:\s+(?:(?:{'|'.join(_LINK)})\s+)*[A-Z][\w'’.-]*)+")
 ACRONYM_WORDS = 8  # the longest name read as an acronym
 ACRONYM_PASSAGES = 10  # read to tell whether the corpus writes an acronym or its name
 
@@ -98,12 +98,15 @@ def read_with_acronyms(index: Index, question: str) -> tuple[str, tuple[tuple[st
         rows = index.chunks(ids)
         return sum(len(pattern.findall(index.document_text(r[0])[r[1]:r[2]])) for r in rows.values())
 
-    def used(acr: str, name: str) -> bool:
+    def usual(acr: str, name: str) -> bool:
         tokens = bm25_tokenize([acr])[0]
         if len(tokens) != 1 or index.sparse.df(tokens[0]) == 0:
             return False
         short = written(re.compile(rf"\b{acr}\b"), acr)
         return short > 0 and short >= written(re.compile(r"\s+".join(map(re.escape, name.split())), re.I), name)
+
+    def used(acr: str, name: str) -> bool:  # a fact about the generation: read once per name
+        return index.memo(("acronym", acr, name), lambda: usual(acr, name))
 
     found = tuple(acronyms(question, used))
     return (f"{question} ({', '.join(a for a, _ in found)})" if found else question), found

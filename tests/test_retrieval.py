@@ -194,3 +194,18 @@ def test_a_question_is_read_with_the_acronyms_the_shipped_articles_use(hashing_s
     for alone in ("Who chairs the North Korean Freedom Coalition?", "What did the World Health Organization say?",
                   "What did the Ministry of Education say?"):
         assert retrieval.read_with_acronyms(idx, alone) == (alone, ())
+
+
+def test_how_the_corpus_writes_a_name_is_read_once_per_generation(hashing_service, monkeypatch):
+    hashing_service.sync()
+    idx = hashing_service.index()
+    calls = []
+    search = retrieval.bm25_search
+    monkeypatch.setattr(retrieval, "bm25_search", lambda *a: calls.append(a[1]) or search(*a))
+    q = "Who is the chief executive of Christian Solidarity Worldwide?"
+    first = retrieval.read_with_acronyms(idx, q)
+    n = len(calls)
+    assert n > 0 and "CSW" in calls
+    assert retrieval.read_with_acronyms(idx, "What does Christian Solidarity Worldwide want?")[1] == first[1]
+    assert len(calls) == n  # the same name: nothing read again
+    assert idx.memo("k", lambda: 1) == 1 and idx.memo("k", lambda: 2) == 1
