@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.bench_foundation import QUESTIONS  # noqa: E402
 from bench.common import REPO, pct, scratch  # noqa: E402
 
-from qa import Verbatim, answering, retrieval  # noqa: E402
+from qa import Verbatim, answering  # noqa: E402
 
 
 def single(index, doc_id, idx):
@@ -40,9 +40,7 @@ def main() -> None:
         idx, cal = v.index(), v.answer_calibration()
         asked = []
         for q in QUESTIONS:
-            qvec = v.query_encoder.encode_queries([q])[0]
-            passages = retrieval.retrieve(idx, q, qvec, top=8, weights=cal.fusion_weights)
-            cands = answering.candidates(idx, q, qvec, passages, cal, v.reader)
+            passages, cands, _ = v.candidates(q, cal=cal, idx=idx)
             asked.append((cands, {p.doc_id: p.source for p in passages}))
         runs = answering._run_of
         ms: dict[str, list[float]] = {"runs": [], "single sentences": []}

@@ -223,35 +223,45 @@ class Verbatim:
                                    follow_up=FollowUp(earlier.question, read_as, "refused alone")), more
         return result, passages
 
-    def _read(self, q: str, read_as: str, cfg: AskSettings, flt: Filter, retrieve: int, follow_up: bool = False
-              ) -> tuple[AskResult, list[Passage]]:
-        """Retrieve and answer ``read_as`` (the question ``q``, alone or, ``follow_up``, with the
-        words its earlier turn supplies: answered against the follow-up bar), with the acronyms
-        its names abbreviate in this corpus."""
+    def candidates(self, question: str, cfg: AskSettings = AskSettings(), flt: Filter = Filter(), retrieve: int = 0,
+                   cal: answering.Calibration | None = None, idx: index_mod.Index | None = None
+                   ) -> tuple[list[Passage], list[answering.Candidate], dict[str, float]]:
+        """How a question is read, the one path the answers and the tuning scripts share: with the
+        acronyms its names abbreviate in this corpus, encoded, retrieved (at least ``retrieve``
+        passages ranked), and the first ``cfg.passages`` read into candidate sentences, best
+        first. Also the milliseconds encoding and retrieval took. ``cal``: the weights and quote
+        model to read with (default: those answers use); ``idx``: the generation to read (default:
+        the live one)."""
         t0 = time.perf_counter()
-        idx = self.index()
-        read_as, aliases = retrieval.read_with_acronyms(idx, read_as)  # "… Worldwide? (CSW)"
+        idx = idx or self.index()
+        read_as, aliases = retrieval.read_with_acronyms(idx, question)  # "… Worldwide? (CSW)"
         qvec = self.query_encoder.encode_queries([read_as])[0]
         t1 = time.perf_counter()
         reader = self.reader if cfg.reader else None
-        cal = self.answer_calibration(reader is not None)
-        cal = cal.for_follow_up() if follow_up else cal
+        cal = cal or self.answer_calibration(reader is not None)
         passages = retrieval.retrieve(
             idx, read_as, qvec, top=max(cfg.passages, retrieve), candidates=max(cfg.candidates, retrieve),
             mode=cfg.mode, rrf_k=cfg.rrf_k, flt=flt, weights=cal.fusion_weights,
         )
         t2 = time.perf_counter()
-        read = passages[: cfg.passages]
-        cands = answering.candidates(idx, read_as, qvec, read, cal, reader, aliases)
-        sources = {p.doc_id: p.source for p in read}
+        cands = answering.candidates(idx, read_as, qvec, passages[: cfg.passages], cal, reader, aliases)
+        return passages, cands, {"encode": (t1 - t0) * 1e3, "retrieve": (t2 - t1) * 1e3}
+
+    def _read(self, q: str, read_as: str, cfg: AskSettings, flt: Filter, retrieve: int, follow_up: bool = False
+              ) -> tuple[AskResult, list[Passage]]:
+        """Retrieve and answer ``read_as`` (the question ``q``, alone or, ``follow_up``, with the
+        words its earlier turn supplies: answered against the follow-up bar)."""
+        t0 = time.perf_counter()
+        idx, cal = self.index(), self.answer_calibration(cfg.reader)  # one generation throughout
+        passages, cands, timings = self.candidates(read_as, cfg, flt, retrieve, cal, idx)
+        cal = cal.for_follow_up() if follow_up else cal  # only the bar differs
+        t2 = time.perf_counter()
+        sources = {p.doc_id: p.source for p in passages[: cfg.passages]}
         quotes = answering.build_quotes(idx, cands, cfg.top, sources)
         confidence = answering.confidence(cands, cal)
         t3 = time.perf_counter()
+        timings.update({"answer": (t3 - t2) * 1e3, "total": (t3 - t0) * 1e3})
         no_answer = confidence is None or confidence < cal.threshold
-        timings = {
-            "encode": (t1 - t0) * 1e3, "retrieve": (t2 - t1) * 1e3,
-            "answer": (t3 - t2) * 1e3, "total": (t3 - t0) * 1e3,
-        }
         if no_answer:
             # the closest passages are shown as such, never with "answer words" marked
             closest = tuple(replace(x, answer=None, answer_span=None,

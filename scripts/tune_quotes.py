@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tune_weights import TRAIN, cut_askings, ranked, tune_corpus, whole_askings  # noqa: E402
 
-from qa import Verbatim, answering  # noqa: E402
+from qa import Verbatim, answering, retrieval  # noqa: E402
 from qa.answering import CALIBRATION_FILE, QUOTE_FEATURES, Calibration, NoAnswerModel  # noqa: E402
 from qa.config import REPO_ROOT  # noqa: E402
 from qa.reader import MODEL_DIR as READER_DIR  # noqa: E402
@@ -64,9 +64,10 @@ def quote_row(question: str, cands, golds, present: int, i: int) -> tuple:
 
 
 def rows_key(cal: Calibration, v, *extra) -> str:
-    """What rows depend on: the calibration, the feature code, the reader's weights, what built
-    the index (its sentence vectors feed the features) and ``extra`` (the questions)."""
-    code = Path(answering.__file__).read_bytes()
+    """What rows depend on: the calibration, how a question is read (retrieval and feature code),
+    the reader's weights, what built the index (its sentence vectors feed the features) and
+    ``extra`` (the questions)."""
+    code = Path(answering.__file__).read_bytes() + Path(retrieval.__file__).read_bytes()
     reader = (READER_DIR / "reader.int8.onnx").read_bytes() if (READER_DIR / "reader.int8.onnx").exists() else b""
     built = v.index().manifest.settings
     return hashlib.sha256(repr((asdict(cal), *extra, QUOTE_FEATURES, built)).encode() + code + reader
@@ -95,7 +96,7 @@ def asked_rows(v, cal: Calibration, questions: list[tuple[str, list[str]]], firs
     answer), numbered from ``first``."""
     idx, rows = v.index(), []
     for i, (q, answers) in enumerate(questions):
-        if cands := ranked(v, idx, cal, q, v.query_encoder.encode_queries([q])[0]):
+        if cands := ranked(v, idx, cal, q):
             rows.append(quote_row(q, cands, answers, 1 if answers else 3, first + i))
     return rows
 

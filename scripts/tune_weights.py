@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from qa import Verbatim, answering, retrieval  # noqa: E402
 from qa.answering import CALIBRATION_FILE, Calibration  # noqa: E402
-from qa.config import REPO_ROOT, SQUAD_DIR  # noqa: E402
+from qa.config import REPO_ROOT, SQUAD_DIR, AskSettings  # noqa: E402
 from qa.evaluate import contains_answer, file_hash  # noqa: E402
 from qa.reader import MODEL_DIR as READER_DIR  # noqa: E402
 
@@ -72,7 +72,7 @@ def main() -> None:
         idx = v.index()
         rows = []  # per question: list of (features, is_correct)
         for q, golds, *_ in questions:
-            cands = ranked(v, idx, v.calibration, q, v.query_encoder.encode_queries([q])[0])
+            cands = ranked(v, idx, v.calibration, q)
             rows.append([((c.cos, c.lex, c.passage, c.typed, c.reader, c.reader_top),
                           contains_answer(c.sentence.text, golds)) for c in cands])
         width = max(len(r) for r in rows)
@@ -169,10 +169,10 @@ def tune_corpus(paragraphs: int, seed: int, exclude: str | None):
     return v, questions, work, paras
 
 
-def ranked(v, idx, cal: Calibration, q: str, qvec, flt: retrieval.Filter = retrieval.Filter()) -> list:
-    """The candidate sentences for ``q``, best first, from the top 8 passages ``flt`` allows."""
-    passages = retrieval.retrieve(idx, q, qvec, top=8, flt=flt, weights=cal.fusion_weights)
-    return answering.candidates(idx, q, qvec, passages, cal, v.reader)
+def ranked(v, idx, cal: Calibration, q: str, flt: retrieval.Filter = retrieval.Filter()) -> list:
+    """The candidate sentences for ``q``, best first, from the top 8 passages ``flt`` allows,
+    read as the app reads a question (``Verbatim.candidates``) with ``cal``."""
+    return v.candidates(q, AskSettings(passages=8), flt, cal=cal, idx=idx)[1]
 
 
 def doc_of(idx, name: str) -> str:
@@ -206,9 +206,8 @@ def whole_askings(v, questions, cal: Calibration, out: Path, row=None, save=None
     rows = []
     t = time.perf_counter()
     for i, (q, golds, fname, *_) in enumerate(questions):
-        qvec = v.query_encoder.encode_queries([q])[0]
         for present, flt in ((1, retrieval.Filter()), (0, retrieval.Filter(doc_ids=everything - {doc_of(idx, fname)}))):
-            if cands := ranked(v, idx, cal, q, qvec, flt):
+            if cands := ranked(v, idx, cal, q, flt):
                 rows.append((row or decision_row)(cands, golds, present, i))
     print(f"features for {len(questions)} questions x 2 in {time.perf_counter() - t:.0f} s")
     (save or save_rows)(out, rows)
@@ -245,7 +244,7 @@ def cut_askings(questions, work: Path, cal: Calibration, out: Path, row=None, sa
     for i, fname in cut_of.items():
         q, golds, own = questions[i][:3]
         flt = retrieval.Filter(doc_ids=(paragraphs - {doc_of(idx, own)}) | {doc_of(idx, fname)})
-        if cands := ranked(v, idx, cal, q, v.query_encoder.encode_queries([q])[0], flt):
+        if cands := ranked(v, idx, cal, q, flt):
             rows.append((row or decision_row)(cands, golds, 2, i))
     print(f"features with the answer cut out, {len(rows)} questions in {time.perf_counter() - t:.0f} s")
     (save or save_rows)(out, rows)
