@@ -679,21 +679,29 @@ def _run_of(index: Index, doc_id: str, idx: int) -> tuple[int, int, dict[int, Se
 NEIGHBOUR_SHARE = 0.5  # the second candidate joins the first quote at this share of its probability
 
 
-def _neighbour(index: Index, best: Candidate, runner: Candidate | None, first: int, last: int
-               ) -> tuple[int, int, dict[int, Sentence]] | None:
-    """The run of ``runner`` when the first quote should hold it too: the second candidate is
-    the sentence (or run) right before or after the first quote's, and the quote model gives it
-    at least NEIGHBOUR_SHARE of the first's probability. Torn between two neighbours, the answer
-    often runs from one into the other ("…in a labour camp. Few survive it."): one quote of both
-    shows it either way, and the decision still rests on the first's probability alone."""
-    if (runner is None or best.probability is None or runner.probability is None
+def _with_neighbour(index: Index, best: Candidate, second: list[Candidate], first: int, last: int,
+                    near: dict[int, Sentence]) -> tuple[int, int, dict[int, Sentence], Candidate, int]:
+    """The first quote's run (``first``..``last`` of ``best``'s document, ``near`` its sentences)
+    grown by the second candidate (``second``: its copies, the one in ``best``'s document
+    preferred) when that is the sentence or run right before or after it and the quote model
+    gives it at least NEIGHBOUR_SHARE of the first's probability. Torn between two neighbours,
+    the answer often runs from one into the other ("…in a labour camp. Few survive it."): one
+    quote of both shows it either way, and the decision still rests on the first's probability
+    alone. Also which candidate's span is the answer (the reader's best of the two), and the
+    side the neighbour joined on (1 after, -1 before, 0 none)."""
+    runner = next((c for c in second if c.sentence.doc_id == best.sentence.doc_id), second[0])
+    unchanged = first, last, near, best, 0
+    if (best.probability is None or runner.probability is None
             or runner.sentence.doc_id != best.sentence.doc_id
             or runner.probability < NEIGHBOUR_SHARE * best.probability):
-        return None
+        return unchanged
     r_first, r_last, r_near = _run_of(index, runner.sentence.doc_id, runner.idx)
+    if r_first != last + 1 and r_last != first - 1:
+        return unchanged
     if max(last, r_last) - min(first, r_first) >= RUN_MAX:
-        return None  # one quote holds RUN_MAX sentences at most
-    return (r_first, r_last, r_near) if r_first == last + 1 or r_last == first - 1 else None
+        return unchanged  # one quote holds RUN_MAX sentences at most
+    marked = runner if runner.span is not None and (best.span is None or runner.reader_top > best.reader_top) else best
+    return min(first, r_first), max(last, r_last), {**near, **r_near}, marked, 1 if r_first > last else -1
 
 
 def _copy_span(index: Index, o: Candidate, side: int) -> Span:
@@ -714,7 +722,7 @@ def build_quotes(index: Index, cands: list[Candidate], top: int,
     sentence that introduces what follows and what it introduces are quoted together, whichever
     was chosen (``quoted_run``): one span of the document, so the quote is still its text
     verbatim, and a sentence an earlier quote holds is not quoted again. The first quote also
-    holds the second candidate when that is its neighbour and nearly as likely (``_neighbour``).
+    holds the second candidate when that is its neighbour and nearly as likely (``_with_neighbour``).
     "Also in" names the other documents holding the same quote."""
     groups: dict[str, list[Candidate]] = {}
     order: list[str] = []
@@ -734,15 +742,9 @@ def build_quotes(index: Index, cands: list[Candidate], top: int,
         text = index.document_text(s.doc_id)
         # "She said:" is quoted with what she said, and what she said with "She said:"
         first, last, near = _run_of(index, s.doc_id, best.idx)
-        marked, side = best, 0  # whose span is the answer; where the neighbour joined
-        # the second candidate, in the first's document when a copy of it is there
-        runner = next((c for c in groups[order[1]] if c.sentence.doc_id == s.doc_id),
-                      groups[order[1]][0]) if not quotes and len(order) > 1 else None
-        if runner is not None and (joined := _neighbour(index, best, runner, first, last)):
-            side = 1 if joined[0] > last else -1
-            first, last, near = min(first, joined[0]), max(last, joined[1]), {**near, **joined[2]}
-            if runner.span is not None and (best.span is None or runner.reader_top > best.reader_top):
-                marked = runner  # the reader's answer is in the neighbour
+        marked, side = best, 0  # whose span is the answer; where a neighbour joined
+        if not quotes and len(order) > 1:
+            first, last, near, marked, side = _with_neighbour(index, best, groups[order[1]], first, last, near)
         start, end = near[first].start, near[last].end
         if any(sp.start < end and start < sp.end for sp in taken.get(s.doc_id, ())):
             continue  # an earlier quote holds some of it: no sentence is quoted twice
