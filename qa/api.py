@@ -245,6 +245,7 @@ class Verbatim:
         )
         t2 = time.perf_counter()
         cands = answering.candidates(idx, read_as, qvec, passages[: cfg.passages], cal, reader, aliases)
+        passages = answering.rerank(passages, cands, cfg.passages)  # the reader's say in the ranking
         return passages, cands, {"encode": (t1 - t0) * 1e3, "retrieve": (t2 - t1) * 1e3}
 
     def _read(self, q: str, read_as: str, cfg: AskSettings, flt: Filter, retrieve: int, follow_up: bool = False

@@ -1,6 +1,7 @@
 """Fit the retrieval fusion on SQuAD v1.1 *train*; report it on a SQuAD file (dev stays unseen).
 
     .venv/bin/python scripts/tune_fusion.py [--paragraphs 2000] [--seed 7] [--write]
+    .venv/bin/python scripts/tune_fusion.py --rerank --limit 2000
     .venv/bin/python scripts/tune_fusion.py --report ../shared/data/squad/dev-v1.1.json --limit 2000 --seed 13
 
 Fitting: whole train articles, drawn at random until they hold ``--paragraphs`` paragraphs,
@@ -10,6 +11,11 @@ sample of their questions the three signals' lists (``retrieval.hybrid_lists``) 
 once, then each weighting (dense, BM25, sentence) of the convex fusion on a grid is scored
 by how often the question's own paragraph is ranked first (strict hit@1; ties: MRR@10).
 With --write the best weights go to qa/calibration.json.
+
+Re-ranking (--rerank): the passages the answerer reads, ranked again by their fused score plus a
+weight times their best candidate sentence's probability (``answering.rerank``); the same train
+questions are read once and the weights on a grid scored the same way. ``answering.RERANK_WEIGHT``
+is set by hand from what it prints.
 
 Reporting: the same figures for BM25 alone, dense alone, sentence alone, RRF and the convex fusion with the
 stored weights, on a SQuAD file's paragraphs as one corpus (``qa eval --squad-corpus``'s
@@ -31,13 +37,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from qa import Verbatim, retrieval  # noqa: E402
+from qa import Verbatim, answering, retrieval  # noqa: E402
 from qa.answering import CALIBRATION_FILE, Calibration  # noqa: E402
 from qa.config import REPO_ROOT, SQUAD_DIR, AskSettings  # noqa: E402
 from qa.evaluate import sample, squad_service  # noqa: E402
 
 TRAIN = SQUAD_DIR / "train-v1.1.json"
 STEP = 0.05
+RERANK_GRID = (0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 # dense, BM25, sentence weights summing to 1 (BM25 at least 0.05: the only exact-word signal)
 GRID = [(round(d * STEP, 2), round(1 - (d + s) * STEP, 2), round(s * STEP, 2))
         for d in range(0, 21) for s in range(0, 21) if d + s <= 19]
@@ -56,6 +63,26 @@ def candidate_lists(v: Verbatim, questions: list[tuple[str, str]]) -> list[tuple
         rows = idx.chunks(sent[0])
         out.append((doc_of[fname], dense, bm25, sent, {c: (r[0], r[1]) for c, r in rows.items()}))
     return out
+
+
+def read_lists(v: Verbatim, questions: list[tuple[str, str]]) -> list[tuple]:
+    """Per question: (own doc id, the passages retrieved, the answerer's candidates)."""
+    idx = v.index()
+    out = []
+    for q, fname in questions:
+        passages, cands, _ = v.candidates(q, AskSettings(), retrieve=10, idx=idx)
+        out.append((next(iter(idx.doc_ids_for([fname]))), passages, cands))
+    return out
+
+
+def rerank_score(lists: list[tuple], weight: float) -> tuple[float, float]:
+    """Strict hit@1 and MRR@10 with the passages read ranked again at ``weight``."""
+    ranks = []
+    for own, passages, cands in lists:
+        order = answering.rerank(passages, cands, AskSettings().passages, weight)
+        ranks.append(next((i for i, p in enumerate(order[:10], 1) if p.doc_id == own), None))
+    return (float(np.mean([r == 1 for r in ranks])),
+            float(np.mean([1 / r if r else 0.0 for r in ranks])))
 
 
 def own_rank(fused: dict[int, float], where: dict[int, tuple], own: str) -> int | None:
@@ -85,7 +112,9 @@ def fusions(weights) -> dict:
     return out
 
 
-def fit(a) -> None:
+def train_corpus(a) -> tuple[Verbatim, list[tuple[str, str]], int]:
+    """Whole train articles drawn until they hold ``--paragraphs`` paragraphs, indexed; a sample
+    of their questions (question, file name)."""
     data = json.loads(TRAIN.read_text())["data"]
     random.Random(a.seed).shuffle(data)
     paras = []
@@ -107,6 +136,21 @@ def fit(a) -> None:
     t = time.perf_counter()
     v.sync()
     print(f"{len(paras)} train paragraphs, {len(questions)} questions; index ready in {time.perf_counter() - t:.0f} s")
+    return v, questions, len(paras)
+
+
+def fit_rerank(a) -> None:
+    v, questions, _ = train_corpus(a)
+    t = time.perf_counter()
+    lists = read_lists(v, questions)
+    print(f"read in {time.perf_counter() - t:.0f} s; passages read ranked again, own paragraph first / MRR@10:")
+    for w in RERANK_GRID:
+        h, m = rerank_score(lists, w)
+        print(f"  weight {w:<5} hit@1 {h:.4f}  MRR@10 {m:.4f}")
+
+
+def fit(a) -> None:
+    v, questions, n_paras = train_corpus(a)
     t = time.perf_counter()
     lists = candidate_lists(v, questions)
     print(f"candidate lists in {time.perf_counter() - t:.0f} s")
@@ -129,7 +173,7 @@ def fit(a) -> None:
         cal = Calibration.load()
         how = (f"scripts/tune_fusion.py --paragraphs {a.paragraphs} --seed {a.seed} on {time.strftime('%Y-%m-%d')}: "
                f"grid over the weights on {len(questions)} SQuAD v1.1 train questions (open corpus of "
-               f"{len(paras)} train paragraphs, whole articles); own paragraph first {h:.4f}, MRR@10 {m:.4f}")
+               f"{n_paras} train paragraphs, whole articles); own paragraph first {h:.4f}, MRR@10 {m:.4f}")
         out = {**asdict(cal), "fusion_weights": list(w), "fusion_how": how}
         if cal.quote_model is not None:
             print("the quote model reads the fused scores: refit it (scripts/tune_quotes.py --write)")
@@ -146,6 +190,10 @@ def report(a) -> None:
     for name, f in fusions(Calibration.load().fusion_weights).items():
         h, m = score(lists, f)
         print(f"  {name:<18} hit@1 {h:.4f}  MRR@10 {m:.4f}")
+    if a.rerank:
+        h, m = rerank_score(read_lists(v, [(q.question, Path(q.source).name) for q in questions]),
+                            answering.RERANK_WEIGHT)
+        print(f"  {'+ re-ranked':<18} hit@1 {h:.4f}  MRR@10 {m:.4f}  (weight {answering.RERANK_WEIGHT})")
 
 
 def main() -> None:
@@ -155,8 +203,10 @@ def main() -> None:
     ap.add_argument("--limit", type=int, help="a sample of this many questions")
     ap.add_argument("--write", action="store_true", help="store the best weights in qa/calibration.json")
     ap.add_argument("--report", help="a SQuAD file: report the fusions on it (nothing fitted)")
+    ap.add_argument("--rerank", action="store_true",
+                    help="score the re-ranking weights (with --report: report the stored one too)")
     a = ap.parse_args()
-    report(a) if a.report else fit(a)
+    report(a) if a.report else fit_rerank(a) if a.rerank else fit(a)
 
 
 if __name__ == "__main__":

@@ -572,3 +572,53 @@ def test_a_name_and_its_acronym_count_as_each_other_in_a_sentences_terms():
     part = set(tokenize(["Christian groups worldwide"])[0])  # not the whole name
     assert with_aliases(part, aliases) == part
     assert with_aliases(short, []) == short
+
+
+# --------------------------------------------------------------------------- re-ranking
+
+
+def _passage(doc, start, score, first, last):
+    from qa.types import Passage, Source
+
+    return Passage(chunk_id=start, doc_id=doc, start=start, end=start + 10, text="x" * 10, score=score,
+                   dense_score=None, bm25_score=None, dense_rank=None, bm25_rank=None,
+                   source=Source(doc, f"{doc}.txt", doc, "", "", ""), first_sentence=first, last_sentence=last)
+
+
+def _sentence_cand(doc, i, probability):
+    from qa.answering import Candidate
+    from qa.types import Sentence
+
+    c = Candidate(Sentence(doc, 0, 1, "x"), i, 0.5, 0.5, 1.0)
+    c.probability = probability
+    return c
+
+
+def test_the_passages_read_are_ranked_again_by_their_best_sentence():
+    from qa.answering import rerank
+
+    a, b, c = _passage("a", 0, 0.9, 0, 2), _passage("b", 0, 0.6, 0, 2), _passage("a", 50, 0.5, 3, 5)
+    unread = _passage("d", 0, 0.4, 0, 1)
+    cands = [_sentence_cand("b", 1, 0.8), _sentence_cand("a", 4, 0.3), _sentence_cand("a", 1, 0.05),
+             _sentence_cand("d", 0, 0.99)]  # d's passage was not read: it stays where it was
+    got = rerank([a, b, c, unread], cands, read=3, weight=1.0)
+    assert got == [b, a, c, unread]  # 1.4, 0.95, 0.8
+    assert rerank([a, b, c, unread], cands, read=3, weight=0.0) == [a, b, c, unread]
+    without_model = [_sentence_cand("b", 1, None)]
+    assert rerank([a, b, c, unread], without_model, read=3) == [a, b, c, unread]
+    assert rerank([a, b, c, unread], [], read=3) == [a, b, c, unread]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("abc"), st.integers(0, 5), st.floats(0, 1)), min_size=1, max_size=8,
+                unique_by=lambda t: (t[0], t[1])),
+       st.lists(st.tuples(st.sampled_from("abc"), st.integers(0, 12), st.floats(0, 1)), max_size=12),
+       st.integers(0, 8))
+def test_re_ranking_keeps_every_passage_and_the_unread_tail(ps, cs, read):
+    from qa.answering import rerank
+
+    passages = [_passage(d, n * 100, s, n * 2, n * 2 + 1) for d, n, s in ps]
+    cands = sorted((_sentence_cand(d, i, p) for d, i, p in cs), key=lambda c: -c.probability)
+    got = rerank(passages, cands, read)
+    assert sorted(map(id, got)) == sorted(map(id, passages))
+    assert got[read:] == passages[read:]
