@@ -24,7 +24,8 @@ which the answer bar is chosen as ``qa eval --calibrate`` chooses a threshold (e
 weighed to the people set's share of unanswerable questions), and the figures are printed:
 top-1 when candidates are ranked by probability against by score, decision accuracy, and
 the expected calibration error of the top three quotes. With --write the model and bar go
-to qa/calibration.json.
+to qa/calibration.json. ``--drop FEATURE ...`` fits without some features, to measure what one
+adds (the rows are cached, so a second run takes seconds).
 """
 
 from __future__ import annotations
@@ -144,8 +145,14 @@ def main() -> None:
     ap.add_argument("--written-share", type=float, default=0.1,
                     help="their weight in the fit (SQuAD's is what the people and written shares leave)")
     ap.add_argument("--written-in-bar", action="store_true", help="they join the choice of the answer bar")
+    ap.add_argument("--drop", nargs="*", default=[], choices=QUOTE_FEATURES, metavar="FEATURE",
+                    help="fit without these features (to measure what one adds; not with --write)")
     ap.add_argument("--write", action="store_true")
     a = ap.parse_args()
+    if a.drop and a.write:
+        ap.error("--drop measures; the shipped model reads every feature")
+    keep = [i for i, f in enumerate(QUOTE_FEATURES) if f not in a.drop]
+    feats = tuple(QUOTE_FEATURES[i] for i in keep)
     if a.people_share + (a.written_share if a.written else 0) >= 1:
         ap.error("the people and written shares must leave SQuAD a share above 0")
     base = Calibration.load(quote_model=False)  # features are read in score order, without the model
@@ -159,7 +166,7 @@ def main() -> None:
           f"train paragraphs; rows in {time.perf_counter() - t:.0f} s")
     askings = [("squad", r) for r in squad] + [("people", r) for r in people] + [("written", r) for r in written]
     n_by = {"squad": len(squad), "people": len(people), "written": len(written)}
-    X = np.vstack([r[0] for _, r in askings])
+    X = np.vstack([r[0] for _, r in askings])[:, keep]
     y = np.concatenate([r[1] for _, r in askings]).astype(float)
     per = np.array([len(r[1]) for _, r in askings])
     asking_of = np.repeat(np.arange(len(askings)), per)
@@ -172,7 +179,7 @@ def main() -> None:
     fold = group[asking_of] % 5
     held = np.zeros(len(X))
     for k in range(5):
-        m = NoAnswerModel.fit(X[fold != k], y[fold != k], l2=a.l2, weight=weight[fold != k], features=QUOTE_FEATURES)
+        m = NoAnswerModel.fit(X[fold != k], y[fold != k], l2=a.l2, weight=weight[fold != k], features=feats)
         held[fold == k] = m.probability(X[fold == k])
     starts = np.r_[0, np.cumsum(per)[:-1]]
 
@@ -192,10 +199,10 @@ def main() -> None:
         ans = [(h, s) for h, s in zip(held_sum, by_score) if h[0] == src and h[1]]
         print(f"  {src}: top-1 ranked by probability (5-fold) {np.mean([h[2] for h, _ in ans]):.3f}, "
               f"by score {np.mean([s[2] for _, s in ans]):.3f} ({len(ans)} askings with the answer present)")
-    model = NoAnswerModel.fit(X, y, l2=a.l2, weight=weight, features=QUOTE_FEATURES)
+    model = NoAnswerModel.fit(X, y, l2=a.l2, weight=weight, features=feats)
     # the shipped set is not fitted on; it joins the choice of the bar, as it always has
     held_sum += [("shipped", r[2] == 1, bool(r[1][o[0]]), float(pr[o[0]]), [])
-                 for r in shipped for pr in [model.probability(r[0])] for o in [np.argsort(-pr, kind="stable")]]
+                 for r in shipped for pr in [model.probability(r[0][:, keep])] for o in [np.argsort(-pr, kind="stable")]]
     share = round(float(np.mean([not q.answerable for q in load_jsonl(PEOPLE_TUNE)])), 4)
     in_bar = ("squad", "people", "shipped") + (("written",) if written and a.written_in_bar else ())
     sets = {src: [SimpleNamespace(answerable=h[1], best_contains=h[2], confidence=h[3])
@@ -208,7 +215,7 @@ def main() -> None:
         pairs = [pc for h in held_sum if h[0] == src for pc in h[4]]
         print(f"  {src}: expected calibration error of the top three quotes (5-fold) "
               f"{expected_calibration_error(pairs):.4f}")
-    print("coefficients (standardised): " + ", ".join(f"{n} {c:+.2f}" for n, c in zip(QUOTE_FEATURES, model.coef)))
+    print("coefficients (standardised): " + ", ".join(f"{n} {c:+.2f}" for n, c in zip(feats, model.coef)))
     if a.write:
         how = (f"scripts/tune_quotes.py --paragraphs {a.paragraphs} --questions {a.questions} on "
                f"{time.strftime('%Y-%m-%d')}: logistic model on every candidate of {len(squad)} askings of SQuAD v1.1 "
