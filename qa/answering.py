@@ -557,30 +557,33 @@ def confidence(cands: list[Candidate], cal: Calibration) -> float | None:
     return cands[0].score
 
 
-# how much a passage's best candidate sentence counts against its fused retrieval score when
-# the passages read are ranked again (scripts/tune_fusion.py --rerank, on SQuAD train)
+# how much a passage's best candidate sentence counts against its fused retrieval score (as a
+# share of the best read passage's) when the passages read are ranked again
+# (scripts/tune_fusion.py --rerank, on the SQuAD train paragraphs the reader never learned from)
 RERANK_WEIGHT = 1.0
 
 
 def rerank(passages: list[Passage], cands: list[Candidate], read: int,
            weight: float = RERANK_WEIGHT) -> list[Passage]:
     """The passages with the first ``read`` (those the candidates come from) ordered again by
-    their fused score plus ``weight`` times the probability of the best candidate sentence they
-    hold, as open-domain QA systems rank paragraphs with their reader's score (BERTserini); ties
-    by document and position, as ``retrieval.retrieve`` orders them. The passages not read keep
-    their places after them. Without a quote model (no probabilities) the order is left as
-    retrieval gave it. Answers do not change: the same passages are read."""
+    their fused score, as a share of the best of them (the same scale in every retrieval mode),
+    plus ``weight`` times the probability of the best candidate sentence they hold: open-domain
+    QA systems rank paragraphs with their reader's score this way (BERTserini). Ties by document
+    and position, as ``retrieval.retrieve`` orders them, so the order does not depend on the
+    order given. The passages not read keep their places after them. Without a quote model (no
+    probabilities) the order is left as retrieval gave it. Answers do not change: the same
+    passages are read."""
     if not cands or cands[0].probability is None:
         return passages
-    best: dict[str, list[tuple[int, float]]] = {}
-    for c in cands:
-        best.setdefault(c.sentence.doc_id, []).append((c.idx, c.probability or 0.0))
+    prob = {(c.sentence.doc_id, c.idx): c.probability or 0.0 for c in cands}
+    head = passages[:read]
+    top = max((p.score for p in head), default=0.0)
 
     def key(p: Passage) -> tuple[float, str, int]:
-        inside = [pr for i, pr in best.get(p.doc_id, ()) if p.first_sentence <= i <= p.last_sentence]
-        return -(p.score + weight * max(inside, default=0.0)), p.doc_id, p.start
+        best = max((prob.get((p.doc_id, i), 0.0) for i in range(p.first_sentence, p.last_sentence + 1)), default=0.0)
+        return -((p.score / top if top > 0 else 0.0) + weight * best), p.doc_id, p.start
 
-    return sorted(passages[:read], key=key) + passages[read:]
+    return sorted(head, key=key) + passages[read:]
 
 
 LIKELY, MAY, RELATED = "likely answers", "may answer", "related, not an answer"

@@ -202,8 +202,9 @@ class Verbatim:
         history: Sequence[Turn] = (),
     ) -> tuple[AskResult, list[Passage]]:
         """``ask`` with explicit settings, also returning the ranked passages (at least
-        ``retrieve`` of them). Only the first ``cfg.passages`` are read by the answerer;
-        the rest are there for retrieval metrics.
+        ``retrieve`` of them): the first ``cfg.passages``, those the answerer reads, ranked
+        again by their best sentence (``answering.rerank``), then the rest in retrieval's
+        order, there for retrieval metrics.
         """
         q = clean_question(question)
         earlier = history[-1] if history else None  # a follow-up leans on the last turn
@@ -229,7 +230,8 @@ class Verbatim:
         """How a question is read, the one path the answers and the tuning scripts share: with the
         acronyms its names abbreviate in this corpus, encoded, retrieved (at least ``retrieve``
         passages ranked), and the first ``cfg.passages`` read into candidate sentences, best
-        first. Also the milliseconds encoding and retrieval took. ``cal``: the weights and quote
+        first, then ranked again by them (``answering.rerank``; the rest keep retrieval's
+        order). Also the milliseconds encoding and retrieval took. ``cal``: the weights and quote
         model to read with (default: those answers use); ``idx``: the generation to read (default:
         the live one)."""
         t0 = time.perf_counter()

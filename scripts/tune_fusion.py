@@ -1,8 +1,8 @@
 """Fit the retrieval fusion on SQuAD v1.1 *train*; report it on a SQuAD file (dev stays unseen).
 
     .venv/bin/python scripts/tune_fusion.py [--paragraphs 2000] [--seed 7] [--write]
-    .venv/bin/python scripts/tune_fusion.py --rerank --limit 2000
-    .venv/bin/python scripts/tune_fusion.py --report ../shared/data/squad/dev-v1.1.json --limit 2000 --seed 13
+    .venv/bin/python scripts/tune_fusion.py --rerank --exclude .cache/shipped-reader/used_question_ids.json
+    .venv/bin/python scripts/tune_fusion.py --report ../shared/data/squad/dev-v1.1.json --limit 2000 --seed 13 --rerank
 
 Fitting: whole train articles, drawn at random until they hold ``--paragraphs`` paragraphs,
 become an open corpus (indexed by the normal pipeline, cached in .cache/tune/): like the dev
@@ -12,10 +12,13 @@ once, then each weighting (dense, BM25, sentence) of the convex fusion on a grid
 by how often the question's own paragraph is ranked first (strict hit@1; ties: MRR@10).
 With --write the best weights go to qa/calibration.json.
 
-Re-ranking (--rerank): the passages the answerer reads, ranked again by their fused score plus a
-weight times their best candidate sentence's probability (``answering.rerank``); the same train
-questions are read once and the weights on a grid scored the same way. ``answering.RERANK_WEIGHT``
-is set by hand from what it prints.
+Re-ranking (--rerank --exclude IDS): the passages the answerer reads, ranked again by their fused
+score plus a weight times their best candidate sentence's probability (``answering.rerank``). It
+is scored where neither model has learned: the 800 train paragraphs the reader was kept from
+(``tune_weights.tune_corpus``, IDS as for ``scripts/tune_quotes.py``), on their questions after the
+first 1,200 (those the quote model is fitted on). Each question is read once with the shipped
+calibration; the weights on a grid are scored from those readings. ``answering.RERANK_WEIGHT`` is
+set by hand from what it prints.
 
 Reporting: the same figures for BM25 alone, dense alone, sentence alone, RRF and the convex fusion with the
 stored weights, on a SQuAD file's paragraphs as one corpus (``qa eval --squad-corpus``'s
@@ -41,9 +44,11 @@ from qa import Verbatim, answering, retrieval  # noqa: E402
 from qa.answering import CALIBRATION_FILE, Calibration  # noqa: E402
 from qa.config import REPO_ROOT, SQUAD_DIR, AskSettings  # noqa: E402
 from qa.evaluate import sample, squad_service  # noqa: E402
+from tune_weights import tune_corpus  # noqa: E402
 
 TRAIN = SQUAD_DIR / "train-v1.1.json"
 STEP = 0.05
+HELD_OUT_PARAGRAPHS, QUOTE_FIT_QUESTIONS = 800, 1200  # tune_weights' corpus; tune_quotes' first questions
 RERANK_GRID = (0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 # dense, BM25, sentence weights summing to 1 (BM25 at least 0.05: the only exact-word signal)
 GRID = [(round(d * STEP, 2), round(1 - (d + s) * STEP, 2), round(s * STEP, 2))
@@ -66,11 +71,13 @@ def candidate_lists(v: Verbatim, questions: list[tuple[str, str]]) -> list[tuple
 
 
 def read_lists(v: Verbatim, questions: list[tuple[str, str]]) -> list[tuple]:
-    """Per question: (own doc id, the passages retrieved, the answerer's candidates)."""
-    idx = v.index()
+    """Per question: (own doc id, the passages as answers leave them, the answerer's candidates),
+    read with the shipped calibration. The passages come re-ranked at ``RERANK_WEIGHT``; that is no
+    matter: ``answering.rerank`` orders by a key that does not depend on the order given."""
+    idx, cal = v.index(), Calibration.load()
     out = []
     for q, fname in questions:
-        passages, cands, _ = v.candidates(q, AskSettings(), retrieve=10, idx=idx)
+        passages, cands, _ = v.candidates(q, AskSettings(), retrieve=10, cal=cal, idx=idx)
         out.append((next(iter(idx.doc_ids_for([fname]))), passages, cands))
     return out
 
@@ -81,6 +88,11 @@ def rerank_score(lists: list[tuple], weight: float) -> tuple[float, float]:
     for own, passages, cands in lists:
         order = answering.rerank(passages, cands, AskSettings().passages, weight)
         ranks.append(next((i for i, p in enumerate(order[:10], 1) if p.doc_id == own), None))
+    return hit_mrr(ranks)
+
+
+def hit_mrr(ranks: list[int | None]) -> tuple[float, float]:
+    """Strict hit@1 and MRR@10 of the own paragraph's ranks (None: not in the first 10)."""
     return (float(np.mean([r == 1 for r in ranks])),
             float(np.mean([1 / r if r else 0.0 for r in ranks])))
 
@@ -96,9 +108,7 @@ def own_rank(fused: dict[int, float], where: dict[int, tuple], own: str) -> int 
 
 def score(lists: list[tuple], fusion) -> tuple[float, float]:
     """Strict hit@1 and MRR@10 of a fusion (a function of the dense, BM25 and sentence hits)."""
-    ranks = [own_rank(fusion(d, b, s), where, own) for own, d, b, s, where in lists]
-    return (float(np.mean([r == 1 for r in ranks])),
-            float(np.mean([1 / r if r else 0.0 for r in ranks])))
+    return hit_mrr([own_rank(fusion(d, b, s), where, own) for own, d, b, s, where in lists])
 
 
 def fusions(weights) -> dict:
@@ -140,10 +150,13 @@ def train_corpus(a) -> tuple[Verbatim, list[tuple[str, str]], int]:
 
 
 def fit_rerank(a) -> None:
-    v, questions, _ = train_corpus(a)
+    v, questions, _, _ = tune_corpus(HELD_OUT_PARAGRAPHS, a.seed, a.exclude)
+    questions = [(q, fname) for q, _, fname, _, _ in questions[QUOTE_FIT_QUESTIONS:]]
+    questions = sample(questions, a.limit, a.seed) if a.limit else questions
     t = time.perf_counter()
     lists = read_lists(v, questions)
-    print(f"read in {time.perf_counter() - t:.0f} s; passages read ranked again, own paragraph first / MRR@10:")
+    print(f"{len(questions)} questions read in {time.perf_counter() - t:.0f} s; passages read ranked again, "
+          "own paragraph first / MRR@10:")
     for w in RERANK_GRID:
         h, m = rerank_score(lists, w)
         print(f"  weight {w:<5} hit@1 {h:.4f}  MRR@10 {m:.4f}")
@@ -190,10 +203,11 @@ def report(a) -> None:
     for name, f in fusions(Calibration.load().fusion_weights).items():
         h, m = score(lists, f)
         print(f"  {name:<18} hit@1 {h:.4f}  MRR@10 {m:.4f}")
-    if a.rerank:
-        h, m = rerank_score(read_lists(v, [(q.question, Path(q.source).name) for q in questions]),
-                            answering.RERANK_WEIGHT)
-        print(f"  {'+ re-ranked':<18} hit@1 {h:.4f}  MRR@10 {m:.4f}  (weight {answering.RERANK_WEIGHT})")
+    if a.rerank:  # read as answers read (acronyms too): the weight 0 line is their retrieval alone
+        read = read_lists(v, [(q.question, Path(q.source).name) for q in questions])
+        for w in (0.0, answering.RERANK_WEIGHT):
+            h, m = rerank_score(read, w)
+            print(f"  {f'read, weight {w}':<18} hit@1 {h:.4f}  MRR@10 {m:.4f}")
 
 
 def main() -> None:
@@ -205,7 +219,11 @@ def main() -> None:
     ap.add_argument("--report", help="a SQuAD file: report the fusions on it (nothing fitted)")
     ap.add_argument("--rerank", action="store_true",
                     help="score the re-ranking weights (with --report: report the stored one too)")
+    ap.add_argument("--exclude", help="with --rerank: JSON list of the reader's training question ids")
     a = ap.parse_args()
+    if a.rerank and not a.report and (a.write or not a.exclude):
+        ap.error("--rerank scores on the paragraphs the reader never saw: give --exclude; the weight is "
+                 "set by hand (no --write)")
     report(a) if a.report else fit_rerank(a) if a.rerank else fit(a)
 
 

@@ -145,7 +145,7 @@ def main() -> None:
     ap.add_argument("--written-share", type=float, default=0.1,
                     help="their weight in the fit (SQuAD's is what the people and written shares leave)")
     ap.add_argument("--written-in-bar", action="store_true", help="they join the choice of the answer bar")
-    ap.add_argument("--drop", nargs="*", default=[], choices=QUOTE_FEATURES, metavar="FEATURE",
+    ap.add_argument("--drop", nargs="+", action="extend", default=[], choices=QUOTE_FEATURES, metavar="FEATURE",
                     help="fit without these features (to measure what one adds; not with --write)")
     ap.add_argument("--write", action="store_true")
     a = ap.parse_args()

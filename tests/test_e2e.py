@@ -95,6 +95,30 @@ def test_answers_on_the_shipped_corpus(real_service):
     assert r.no_answer
 
 
+def test_ranking_the_passages_again_changes_their_order_not_the_answers(real_service, monkeypatch):
+    """The answerer's reading re-ranks the passages read (``answering.rerank``): answers are the
+    same with retrieval's order, and the first passage becomes the one the first quote is from."""
+    from qa import answering
+    from qa.config import AskSettings
+
+    questions = ["What happens to women who cross into China?", "Why does China send North Korean defectors back?",
+                 "Who is Tim Peters?", "How many months pregnant was Ji Hyeona?", "What is the capital of France?"]
+    asked = {q: real_service.ask_with_passages(q, AskSettings(top=3), retrieve=10) for q in questions}
+    monkeypatch.setattr(answering, "rerank", lambda passages, cands, read, weight=0.0: passages)
+    moved = 0
+    for q, (res, passages) in asked.items():
+        plain, retrieved = real_service.ask_with_passages(q, AskSettings(top=3), retrieve=10)
+        a, b = res.to_dict(), plain.to_dict()
+        a.pop("timings_ms"), b.pop("timings_ms")
+        assert a == b, q
+        assert sorted(p.chunk_id for p in passages) == sorted(p.chunk_id for p in retrieved)
+        moved += [p.chunk_id for p in passages] != [p.chunk_id for p in retrieved]
+        if res.answers:
+            first = res.answers[0]
+            assert passages[0].doc_id == first.source.doc_id, q
+    assert moved  # the check above is not vacuous: some order did change
+
+
 def test_index_is_intact_after_bad_files(tmp_path):
     import shutil
 
