@@ -44,11 +44,11 @@ from qa import Verbatim, answering, retrieval  # noqa: E402
 from qa.answering import CALIBRATION_FILE, Calibration  # noqa: E402
 from qa.config import REPO_ROOT, SQUAD_DIR, AskSettings  # noqa: E402
 from qa.evaluate import sample, squad_service  # noqa: E402
+from tune_quotes import PARAGRAPHS as HELD_OUT_PARAGRAPHS, QUESTIONS as QUOTE_FIT_QUESTIONS  # noqa: E402
 from tune_weights import tune_corpus  # noqa: E402
 
 TRAIN = SQUAD_DIR / "train-v1.1.json"
 STEP = 0.05
-HELD_OUT_PARAGRAPHS, QUOTE_FIT_QUESTIONS = 800, 1200  # tune_weights' corpus; tune_quotes' first questions
 RERANK_GRID = (0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 # dense, BM25, sentence weights summing to 1 (BM25 at least 0.05: the only exact-word signal)
 GRID = [(round(d * STEP, 2), round(1 - (d + s) * STEP, 2), round(s * STEP, 2))
@@ -122,9 +122,20 @@ def fusions(weights) -> dict:
     return out
 
 
-def train_corpus(a) -> tuple[Verbatim, list[tuple[str, str]], int]:
-    """Whole train articles drawn until they hold ``--paragraphs`` paragraphs, indexed; a sample
-    of their questions (question, file name)."""
+def fit_rerank(a) -> None:
+    v, questions, _, _ = tune_corpus(HELD_OUT_PARAGRAPHS, a.seed, a.exclude)
+    questions = [(q, fname) for q, _, fname, _, _ in questions[QUOTE_FIT_QUESTIONS:]]
+    questions = sample(questions, a.limit, a.seed) if a.limit else questions
+    t = time.perf_counter()
+    lists = read_lists(v, questions)
+    print(f"{len(questions)} questions read in {time.perf_counter() - t:.0f} s; passages read ranked again, "
+          "own paragraph first / MRR@10:")
+    for w in RERANK_GRID:
+        h, m = rerank_score(lists, w)
+        print(f"  weight {w:<5} hit@1 {h:.4f}  MRR@10 {m:.4f}")
+
+
+def fit(a) -> None:
     data = json.loads(TRAIN.read_text())["data"]
     random.Random(a.seed).shuffle(data)
     paras = []
@@ -146,24 +157,6 @@ def train_corpus(a) -> tuple[Verbatim, list[tuple[str, str]], int]:
     t = time.perf_counter()
     v.sync()
     print(f"{len(paras)} train paragraphs, {len(questions)} questions; index ready in {time.perf_counter() - t:.0f} s")
-    return v, questions, len(paras)
-
-
-def fit_rerank(a) -> None:
-    v, questions, _, _ = tune_corpus(HELD_OUT_PARAGRAPHS, a.seed, a.exclude)
-    questions = [(q, fname) for q, _, fname, _, _ in questions[QUOTE_FIT_QUESTIONS:]]
-    questions = sample(questions, a.limit, a.seed) if a.limit else questions
-    t = time.perf_counter()
-    lists = read_lists(v, questions)
-    print(f"{len(questions)} questions read in {time.perf_counter() - t:.0f} s; passages read ranked again, "
-          "own paragraph first / MRR@10:")
-    for w in RERANK_GRID:
-        h, m = rerank_score(lists, w)
-        print(f"  weight {w:<5} hit@1 {h:.4f}  MRR@10 {m:.4f}")
-
-
-def fit(a) -> None:
-    v, questions, n_paras = train_corpus(a)
     t = time.perf_counter()
     lists = candidate_lists(v, questions)
     print(f"candidate lists in {time.perf_counter() - t:.0f} s")
@@ -186,7 +179,7 @@ def fit(a) -> None:
         cal = Calibration.load()
         how = (f"scripts/tune_fusion.py --paragraphs {a.paragraphs} --seed {a.seed} on {time.strftime('%Y-%m-%d')}: "
                f"grid over the weights on {len(questions)} SQuAD v1.1 train questions (open corpus of "
-               f"{n_paras} train paragraphs, whole articles); own paragraph first {h:.4f}, MRR@10 {m:.4f}")
+               f"{len(paras)} train paragraphs, whole articles); own paragraph first {h:.4f}, MRR@10 {m:.4f}")
         out = {**asdict(cal), "fusion_weights": list(w), "fusion_how": how}
         if cal.quote_model is not None:
             print("the quote model reads the fused scores: refit it (scripts/tune_quotes.py --write)")

@@ -54,6 +54,9 @@ from qa.reader import MODEL_DIR as READER_DIR  # noqa: E402
 from qa.evaluate import SHIPPED_SET, calibrate, contains_answer, expected_calibration_error, load_jsonl  # noqa: E402
 
 PEOPLE_TUNE = REPO_ROOT / "eval" / "people-tune.jsonl"
+# the open corpus of train paragraphs the reader never learned from, and how many of its
+# questions the model is fitted on (the rest are unseen by both models: tune_fusion --rerank)
+PARAGRAPHS, QUESTIONS = 800, 1200
 
 
 def quote_row(question: str, cands, golds, present: int, i: int) -> tuple:
@@ -134,9 +137,9 @@ def written_rows(path: Path, cal: Calibration, corpus) -> list[tuple]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--paragraphs", type=int, default=800)
+    ap.add_argument("--paragraphs", type=int, default=PARAGRAPHS)
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--questions", type=int, default=1200, help="SQuAD train questions asked (3 times each)")
+    ap.add_argument("--questions", type=int, default=QUESTIONS, help="SQuAD train questions asked (3 times each)")
     ap.add_argument("--exclude", help="JSON list of question ids to keep out (the reader's training questions)")
     ap.add_argument("--l2", type=float, default=1.0)
     ap.add_argument("--people-share", type=float, default=0.8, help="weight of the people questions in the fit")
