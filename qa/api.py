@@ -19,11 +19,13 @@ from typing import Iterable, Sequence
 from . import answering, conversation, index as index_mod, retrieval, store, sync as sync_mod
 from .config import DEFAULT_CORPUS, DEFAULT_INDEX, MAX_QUESTION_CHARS, REPO_ROOT, AskSettings, IndexSettings
 from .embeddings import Encoder, OnnxEncoder, can_pool, ensure_onnx_export, load_encoder
-from .errors import BadQuestion, IndexMissing, ModelMismatch, VerbatimError
+from .errors import BadQuestion, IndexMissing, ModelMismatch, NothingToLookFor, VerbatimError
 from .retrieval import Filter
 from .types import AskResult, FollowUp, Passage, Turn
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+# a terminal's escape sequences (colours, cursor moves: ESC [ ... letter), whole, then any other
+# control character: pasted from a terminal, "\x1b[31m" must not leave "[31m" in the question
+_CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-_]?|[\x00-\x08\x0b-\x1f\x7f]")
 
 
 def clean_question(question: object) -> str:
@@ -210,6 +212,9 @@ class Verbatim:
         earlier = history[-1] if history else None  # a follow-up leans on the last turn
         cue = conversation.follow_up_cue(q) if earlier is not None else None
         read_as = conversation.read_with(q, earlier) if cue is not None else q
+        if not conversation.content_words(read_as):  # "What did she say?", "Why?", with nothing before
+            raise NothingToLookFor("the question names no one and nothing to look for: ask with a name or a "
+                                   "topic, or right after the question it follows")
         if read_as != q:  # the earlier turn supplies words: read with them, and say so
             result, passages = self._read(q, read_as, cfg, flt, retrieve, follow_up=True)
             return replace(result, follow_up=FollowUp(earlier.question, read_as, cue)), passages
@@ -258,12 +263,12 @@ class Verbatim:
         idx, cal = self.index(), self.answer_calibration(cfg.reader)  # one generation throughout
         passages, cands, timings = self.candidates(read_as, cfg, flt, retrieve, cal, idx)
         cal = cal.for_follow_up() if follow_up else cal  # only the bar differs
-        t2 = time.perf_counter()
         sources = {p.doc_id: p.source for p in passages[: cfg.passages]}
         quotes = answering.build_quotes(idx, cands, cfg.top, sources)
         confidence = answering.confidence(cands, cal)
         t3 = time.perf_counter()
-        timings.update({"answer": (t3 - t2) * 1e3, "total": (t3 - t0) * 1e3})
+        total = (t3 - t0) * 1e3  # "answer": reading the passages (the reader) and choosing the quotes
+        timings.update({"answer": total - timings["encode"] - timings["retrieve"], "total": total})
         no_answer = confidence is None or confidence < cal.threshold
         if no_answer:
             # the closest passages are shown as such, never with "answer words" marked

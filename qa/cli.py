@@ -410,18 +410,26 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except VerbatimError as err:
-        _err(str(err))
-        return 1
+        return _fail(args, str(err))
     except KeyboardInterrupt:
-        _err("interrupted; the index on disk is unchanged")
-        return 130
+        return _fail(args, "interrupted; the index on disk is unchanged", 130)
     except BrokenPipeError:
         return 0
     except Exception as err:  # last resort: one line, not a traceback
         if os.environ.get("VERBATIM_DEBUG"):
             raise
-        _err(f"internal error ({type(err).__name__}: {err}); set VERBATIM_DEBUG=1 for details")
-        return 1
+        return _fail(args, f"internal error ({type(err).__name__}: {err}); set VERBATIM_DEBUG=1 for details")
+
+
+def _fail(args, message: str, code: int = 1) -> int:
+    """A failed command: one line on standard error and, with ``--json``, an ``{"error"}`` object
+    on standard output (with the question, for ``ask``, as ``qa chat --json`` reports a bad line),
+    so a script reading the output always gets JSON."""
+    _err(message)
+    if getattr(args, "json", False):
+        out = {"question": _line(args.question[:200])} if isinstance(getattr(args, "question", None), str) else {}
+        print(json.dumps({**out, "error": message}, ensure_ascii=False))
+    return code
 
 
 if __name__ == "__main__":

@@ -9,6 +9,11 @@ class BadQuestion(VerbatimError):
     pass
 
 
+class NothingToLookFor(BadQuestion):
+    """A question with no word to search for ("Why?", "What did she say?") and no earlier turn
+    to lend it one."""
+
+
 class BadDocument(VerbatimError):
     pass
 

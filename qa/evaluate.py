@@ -26,7 +26,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from .config import REPO_ROOT, SQUAD_DIR, AskSettings
-from .errors import BadQuestion, VerbatimError
+from .errors import BadQuestion, NothingToLookFor, VerbatimError
+from .types import AskResult
 
 K_VALUES = (1, 5, 10, 20)
 SHIPPED_SET = REPO_ROOT / "eval" / "shipped.jsonl"
@@ -221,13 +222,22 @@ def run_questions(service, questions: list[EvalQuestion], mode: str = "hybrid",
     cfg = AskSettings(top=3, mode=mode, reader=reader)
     for q in tqdm(questions, disable=not progress, desc=f"asking ({mode})", unit="q", leave=False):
         t = time.perf_counter()
-        try:
-            res, passages = service.ask_with_passages(q.question, cfg, retrieve=max(K_VALUES))
-        except BadQuestion:
+        if (asked := _asked(service, q, cfg)) is None:
             continue  # an invalid question in the file: skipped, like a user's would be refused
-        ms = (time.perf_counter() - t) * 1e3
-        preds.append(predict(q, res, passages, ms, mode))
+        preds.append(predict(q, *asked, (time.perf_counter() - t) * 1e3, mode))
     return preds
+
+
+def _asked(service, q: EvalQuestion, cfg: AskSettings, history=()):
+    """``ask_with_passages`` for one question of a file: None for one that is not a question at
+    all; a refusal for one that names nothing to look for ("Why?" asked alone), as the user is
+    told that, not given a quote."""
+    try:
+        return service.ask_with_passages(q.question, cfg, retrieve=max(K_VALUES), history=history)
+    except NothingToLookFor:
+        return AskResult(q.question, (), True), []
+    except BadQuestion:
+        return None
 
 
 def predict(q: EvalQuestion, res, passages: list, ms: float, mode: str = "hybrid") -> Prediction:
@@ -335,10 +345,9 @@ def run_dialogues(service, dialogues: list[tuple[str, list[DialogueTurn]]], mode
 
     def ask(q: EvalQuestion, history, dialogue: str, turn: int):
         t = time.perf_counter()
-        try:
-            res, passages = service.ask_with_passages(q.question, cfg, retrieve=max(K_VALUES), history=history)
-        except BadQuestion:
+        if (asked := _asked(service, q, cfg, history)) is None:
             return None
+        res, passages = asked
         p = predict(q, res, passages, (time.perf_counter() - t) * 1e3, mode)
         p.dialogue, p.turn = dialogue, turn
         preds.append(p)

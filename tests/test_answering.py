@@ -46,6 +46,21 @@ def test_bad_questions_get_one_line_reasons(bad, msg):
 
 def test_question_is_normalised():
     assert clean_question("  who\x00 won\n the   cup? ") == "who won the cup?"
+    # a terminal's colour codes go whole, not leaving "[31m" behind
+    assert clean_question("Who is \x01\x07Tim\x1b[31m Peters?\x1b[0m\x7f") == "Who is Tim Peters?"
+
+
+@given(st.lists(st.from_regex(r"[A-Za-z0-9][A-Za-z0-9?']{0,7}", fullmatch=True), min_size=1, max_size=6),
+       st.lists(st.from_regex(r"\x1b\[[0-9;]{0,6}[A-Za-z]|\x1b[@-Z]", fullmatch=True), max_size=8),
+       st.randoms(use_true_random=False))
+def test_escape_sequences_between_words_leave_the_question_as_typed(words, codes, rng):
+    """Escape sequences pasted at the edges of a question's words (colours, cursor moves) are
+    removed whole: the question reads as its words alone."""
+    pieces = list(words)
+    for code in codes:  # each sequence lands before or after a word
+        at = rng.randrange(len(pieces))
+        pieces[at] = code + pieces[at] if rng.random() < 0.5 else pieces[at] + code
+    assert clean_question(" ".join(pieces)) == " ".join(words)
 
 
 # --------------------------------------------------------------------------- no-answer model

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qa.conversation import MAX_CONTEXT_WORDS, content_words, follow_up_cue, read_with, words
-from qa.errors import BadQuestion
+from qa.errors import BadQuestion, NothingToLookFor
 from qa.types import Turn
 from qa.web import parse_history
 
@@ -95,8 +95,8 @@ def test_history_from_clients_is_checked():
 def test_a_follow_up_is_answered_with_the_earlier_turn_and_says_so(real_service):
     first = real_service.ask(FIRST)
     assert not first.no_answer and first.follow_up is None
-    alone = real_service.ask(SECOND)
-    assert alone.no_answer  # nothing to go on alone
+    with pytest.raises(NothingToLookFor):  # alone, it names nothing to look for: told so, no quote
+        real_service.ask(SECOND)
     res = real_service.ask(SECOND, history=[first.turn()])
     assert not res.no_answer and SECOND_ANSWER in res.answers[0].text
     assert res.follow_up.earlier == FIRST and res.follow_up.read_as.startswith(SECOND)
@@ -183,7 +183,8 @@ def test_qa_chat_reads_one_question_per_line_and_prints_json_per_turn(real_servi
     assert plain == first and first["follow_up"] is None
     assert follow["follow_up"]["earlier_question"] == FIRST and SECOND_ANSWER in follow["answers"][0]["quote"]
     assert reset == {"new_topic": True}
-    assert alone["follow_up"] is None and alone["no_answer"]
+    assert set(alone) == {"question", "error"} and alone["question"] == SECOND  # alone: told it names nothing
+    assert "nothing to look for" in alone["error"]
     # a terminal-less chat without --json: the answers as text, the context line included
     proc = subprocess.run([qa, "--corpus", str(CORPUS), "--index", str(real_service.index_dir), "chat"],
                           input=f"{FIRST}\n{SECOND}\n", capture_output=True, text=True, timeout=300)
@@ -221,8 +222,10 @@ def test_qa_eval_on_a_dialogue_set_reports_follow_ups_against_full_questions(rea
 def test_words_are_found_in_linear_time_and_a_cue_without_words_to_add_is_not_a_follow_up(hashing_service):
     assert content_words("'" * 4000) == [] and content_words("Kim Jong-un's U.S. visit") == ["Kim", "Jong-un's", "U.S", "visit"]
     hashing_service.sync()
-    res = hashing_service.ask("Why?", history=[Turn("Why?")])  # nothing the earlier turn can add
+    res = hashing_service.ask("Why China?", history=[Turn("Why?")])  # nothing the earlier turn can add
     assert res.follow_up is None and res.to_dict()["follow_up"] is None
+    with pytest.raises(NothingToLookFor):  # and nothing to look for, with it or without it
+        hashing_service.ask("Why?", history=[Turn("Why?")])
 
 
 @pytest.mark.slow

@@ -57,6 +57,13 @@ def test_plain_output_and_bad_questions(cli_index):
     for bad in ["", "   ", "x" * 20000]:
         p = _qa("ask", bad, index=cli_index, check=False)
         assert p.returncode == 1 and len(p.stderr.strip().splitlines()) == 1
+        # with --json, the same line also comes as JSON on standard output, as qa chat --json gives it
+        p = _qa("ask", "--json", bad, index=cli_index, check=False)
+        out = json.loads(p.stdout)
+        assert p.returncode == 1 and out["error"] == p.stderr.strip().removeprefix("qa: ")
+        assert out["question"] == bad[:200] and set(out) == {"question", "error"}
+    p = _qa("sources", "--json", index=cli_index.parent / "no-index-here", check=False)
+    assert p.returncode == 1 and json.loads(p.stdout) == {"error": p.stderr.strip().removeprefix("qa: ")}
 
 
 QUESTIONS = [
@@ -93,6 +100,26 @@ def test_answers_on_the_shipped_corpus(real_service):
     assert r.answers[0].answer == "Suzanne Scholte"
     r = real_service.ask("What is the capital of France?")
     assert r.no_answer
+
+
+def test_timings_add_up_and_reading_counts_as_answering(real_service, monkeypatch):
+    """``timings_ms``: encoding, retrieval and answering (the reader's reading of the passages and
+    the choice of quotes) make up the total; a slower reader shows under "answer"."""
+    import time
+
+    from qa import answering
+
+    read = answering.candidates
+
+    def slow_read(*a, **kw):
+        time.sleep(0.05)
+        return read(*a, **kw)
+
+    monkeypatch.setattr(answering, "candidates", slow_read)
+    t = real_service.ask("Who is the chair of the North Korean Freedom Coalition?").timings_ms
+    assert set(t) == {"encode", "retrieve", "answer", "total"}
+    assert t["encode"] + t["retrieve"] + t["answer"] == pytest.approx(t["total"])
+    assert t["answer"] >= 50
 
 
 def test_ranking_the_passages_again_changes_their_order_not_the_answers(real_service, monkeypatch):

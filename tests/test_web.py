@@ -149,7 +149,9 @@ def test_gradio_client_ask_returns_cli_json(app_url):
     for history in ([first["turn"]], [FIRST]):
         out = json.loads(client.predict(SECOND, 3, history, api_name="/ask"))
         assert out["follow_up"]["earlier_question"] == FIRST and SECOND_ANSWER in out["answers"][0]["quote"]
-    assert json.loads(client.predict(SECOND, 3, api_name="/ask"))["follow_up"] is None
+    # alone, it names nothing to look for: told so, not given a quote
+    with pytest.raises(Exception, match="names no one and nothing to look for"):
+        client.predict(SECOND, 3, api_name="/ask")
     with pytest.raises(Exception, match="each earlier turn must be a question"):
         client.predict(SECOND, 3, [{"answer": "x"}], api_name="/ask")
 
@@ -292,12 +294,19 @@ def test_browser_follow_up_reads_the_earlier_question_until_a_new_topic(browser,
     assert SECOND_ANSWER in reply.locator(".vb-quote").first.inner_text()
     line.scroll_into_view_if_needed()
     page.screenshot(path=str(ARTIFACTS / "chat-follow-up.png"))
-    # a new topic: the conversation is cleared, and the same question is answered alone
+    # a new topic: the conversation is cleared, and the same question is read alone, where it
+    # names nothing to look for: the reply says so, with no quote and no earlier question
     page.click("#new-topic")
     page.wait_for_function("() => document.querySelectorAll('#chat .vb-item').length === 0", timeout=30000)
     page.fill("#question textarea", SECOND)
     page.click("#ask")
-    page.wait_for_selector("#chat .vb-none", timeout=60000)
+    page.wait_for_function("() => document.querySelector('#chat')?.innerText.includes('nothing to look for')",
+                           timeout=60000)
+    assert page.locator("#chat .vb-context").count() == 0 and page.locator("#chat .vb-quote").count() == 0
+    # a question of its own is answered alone: no "read with your earlier question" line
+    page.fill("#question textarea", "What has China done to South Korean missionaries?")
+    page.click("#ask")
+    page.wait_for_selector("#chat .vb-quote", timeout=60000)
     assert page.locator("#chat .vb-context").count() == 0
     ctx.close()
 
