@@ -44,6 +44,16 @@ def clean_question(question: object) -> str:
     return " ".join(q.split())
 
 
+def something_to_look_for(read_as: str) -> str:
+    """``read_as``, the question as it will be read, if it names someone or something to look
+    for; NothingToLookFor otherwise ("What did she say?", "Why?", with no earlier turn to lend
+    them words: any quote found for them would be chance)."""
+    if not conversation.content_words(read_as):
+        raise NothingToLookFor("the question names no one and nothing to look for: ask with a name or a "
+                               "topic, or right after the question it follows")
+    return read_as
+
+
 class Verbatim:
     def __init__(
         self,
@@ -212,9 +222,7 @@ class Verbatim:
         earlier = history[-1] if history else None  # a follow-up leans on the last turn
         cue = conversation.follow_up_cue(q) if earlier is not None else None
         read_as = conversation.read_with(q, earlier) if cue is not None else q
-        if not conversation.content_words(read_as):  # "What did she say?", "Why?", with nothing before
-            raise NothingToLookFor("the question names no one and nothing to look for: ask with a name or a "
-                                   "topic, or right after the question it follows")
+        something_to_look_for(read_as)
         if read_as != q:  # the earlier turn supplies words: read with them, and say so
             result, passages = self._read(q, read_as, cfg, flt, retrieve, follow_up=True)
             return replace(result, follow_up=FollowUp(earlier.question, read_as, cue)), passages

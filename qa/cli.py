@@ -86,9 +86,9 @@ def _ready(args):
 
 
 def cmd_ask(args) -> int:
-    from .api import clean_question
+    from .api import clean_question, something_to_look_for
 
-    clean_question(args.question)  # fail fast, before loading any model
+    something_to_look_for(clean_question(args.question))  # fail fast, before loading any model
     v, flt = _ready(args)
     res = v.ask(args.question, top=args.top, mode=args.mode, flt=flt)
     if args.json:

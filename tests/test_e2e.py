@@ -54,7 +54,7 @@ def test_unrelated_question_is_no_answer(cli_index):
 def test_plain_output_and_bad_questions(cli_index):
     p = _qa("ask", "What percentage of North Korea's population is malnourished?", index=cli_index)
     assert "41 %" in p.stdout and "Danish European Mission" in p.stdout
-    for bad in ["", "   ", "x" * 20000]:
+    for bad in ["", "   ", "x" * 20000, "What did she say?"]:
         p = _qa("ask", bad, index=cli_index, check=False)
         assert p.returncode == 1 and len(p.stderr.strip().splitlines()) == 1
         # with --json, the same line also comes as JSON on standard output, as qa chat --json gives it
