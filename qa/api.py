@@ -44,14 +44,13 @@ def clean_question(question: object) -> str:
     return " ".join(q.split())
 
 
-def something_to_look_for(read_as: str) -> str:
-    """``read_as``, the question as it will be read, if it names someone or something to look
-    for; NothingToLookFor otherwise ("What did she say?", "Why?", with no earlier turn to lend
-    them words: any quote found for them would be chance)."""
+def something_to_look_for(read_as: str) -> None:
+    """NothingToLookFor unless ``read_as``, the question as it will be read, names someone or
+    something ("What did she say?", "Why?", with no earlier turn to lend them words: any quote
+    found for them would be chance)."""
     if not conversation.content_words(read_as):
         raise NothingToLookFor("the question names no one and nothing to look for: ask with a name or a "
                                "topic, or right after the question it follows")
-    return read_as
 
 
 class Verbatim:

@@ -162,8 +162,7 @@ def cmd_chat(args) -> int:
             res = v.ask(question, top=args.top, mode=args.mode, flt=flt, history=history)
         except BadQuestion as err:
             if args.json:
-                print(json.dumps({"question": _line(question[:200]), "error": str(err)}, ensure_ascii=False),
-                      flush=True)
+                print(_error_json(str(err), question), flush=True)
             else:
                 _err(str(err))
             continue
@@ -427,9 +426,14 @@ def _fail(args, message: str, code: int = 1) -> int:
     so a script reading the output always gets JSON."""
     _err(message)
     if getattr(args, "json", False):
-        out = {"question": _line(args.question[:200])} if isinstance(getattr(args, "question", None), str) else {}
-        print(json.dumps({**out, "error": message}, ensure_ascii=False))
+        print(_error_json(message, getattr(args, "question", None)))
     return code
+
+
+def _error_json(message: str, question: object = None) -> str:
+    """``{"question"?, "error"}``: a failure as ``--json`` prints it, with the question it was about."""
+    about = {"question": _line(question[:200])} if isinstance(question, str) else {}
+    return json.dumps({**about, "error": message}, ensure_ascii=False)
 
 
 if __name__ == "__main__":

@@ -37,13 +37,10 @@ from qa.answering import CALIBRATION_FILE, Calibration  # noqa: E402
 from qa.config import REPO_ROOT  # noqa: E402
 from qa.evaluate import FOLLOW, calibrate, load_dialogues, run_dialogues  # noqa: E402
 from qa.retrieval import Filter  # noqa: E402
+from qa.sparse import tokenize  # noqa: E402
 
 DIALOGUES = REPO_ROOT / "eval" / "dialogues-tune.jsonl"
 READINGS = ("shipped", "full-words", "written-in-full", "replace-pronoun", "earlier-document")
-
-
-def _stem(word: str) -> str:
-    return word.lower()[:5]
 
 
 def other_reading(name: str, full: dict[str, str]):
@@ -53,8 +50,8 @@ def other_reading(name: str, full: dict[str, str]):
     def full_words(question, turn):
         if question not in full:
             return shipped(question, turn)
-        wanted = {_stem(w) for w in conversation.words(full[question])}
-        kept = [w for w in shipped(question, turn)[len(question):].split() if _stem(w) in wanted]
+        wanted = set(tokenize([full[question]])[0])  # BM25's stemmed terms: "Christians" is "christian"
+        kept = [w for w in shipped(question, turn)[len(question):].split() if set(tokenize([w])[0]) & wanted]
         return " ".join([question, *kept])
 
     def written_in_full(question, turn):
